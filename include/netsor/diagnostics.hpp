@@ -1,0 +1,37 @@
+// Diagnostics: every error a user sees is a file:line:col, the source line, a
+// caret under the offending token, what was expected, and a hint.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace netsor {
+
+struct SourceLoc {
+  std::string file;  // path as the user gave it (or as resolved for imports)
+  int line = 0;      // 1-based; 0 = no position (whole-file or command-line errors)
+  int col = 0;       // 1-based, in characters
+  int len = 1;       // length of the token the caret underlines
+};
+
+struct Diagnostic {
+  SourceLoc loc;
+  std::string message;      // what is wrong, and what was expected
+  std::string hint;         // how to fix it (may be empty)
+  std::string source_line;  // the text of loc.line, for the caret display
+};
+
+// "file:3:9: error: message\n    3 | text\n      |   ^~~\nhint: ..."
+std::string format(const Diagnostic& d);
+
+// Thrown by every pass for an error in the user's program (exit status 1).
+class ProgramError : public std::runtime_error {
+ public:
+  explicit ProgramError(Diagnostic d);
+  const Diagnostic& diagnostic() const { return diag_; }
+
+ private:
+  Diagnostic diag_;
+};
+
+}  // namespace netsor
