@@ -1,5 +1,6 @@
 #include "netsor/diagnostics.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 namespace netsor {
@@ -13,13 +14,23 @@ std::string format(const Diagnostic& d) {
   }
   o << "error: " << d.message << "\n";
   if (d.loc.line > 0 && !d.source_line.empty()) {
+    // Show at most ~100 characters of a long line, centred on the caret.
+    std::string text = d.source_line;
+    int col = d.loc.col, len = d.loc.len;
+    constexpr int kWidth = 100;
+    if ((int)text.size() > kWidth + 20) {
+      int start = std::max(0, col - 1 - kWidth / 2);
+      std::string window = text.substr(start, kWidth);
+      text = (start > 0 ? "..." : "") + window + (start + kWidth < (int)d.source_line.size() ? "..." : "");
+      col = col - start + (start > 0 ? 3 : 0);
+      len = std::min(len, kWidth - (col - 1));
+    }
     std::string num = std::to_string(d.loc.line);
-    o << "  " << num << " | " << d.source_line << "\n";
+    o << "  " << num << " | " << text << "\n";
     o << "  " << std::string(num.size(), ' ') << " | ";
     // Reproduce tabs so the caret lines up under the token.
-    for (int i = 1; i < d.loc.col && i - 1 < (int)d.source_line.size(); ++i)
-      o << (d.source_line[i - 1] == '\t' ? '\t' : ' ');
-    o << '^' << std::string(d.loc.len > 1 ? d.loc.len - 1 : 0, '~') << "\n";
+    for (int i = 1; i < col && i - 1 < (int)text.size(); ++i) o << (text[i - 1] == '\t' ? '\t' : ' ');
+    o << '^' << std::string(len > 1 ? len - 1 : 0, '~') << "\n";
   }
   if (!d.hint.empty()) o << "hint: " << d.hint << "\n";
   return o.str();

@@ -43,22 +43,26 @@ std::string token_desc(antlr4::Token* t) {
 }
 
 std::string expected_desc(const antlr4::misc::IntervalSet& set, const antlr4::dfa::Vocabulary& voc) {
+  // Collapse the token sets a person thinks of as one thing: an expression
+  // (where a NUMBER may start one) and a statement (where 'width' may).
+  bool expr = set.contains(static_cast<ssize_t>(NetsorLexer::NUMBER));
+  bool stmt = set.contains(static_cast<ssize_t>(NetsorLexer::T__3));  // 'width'
   std::vector<std::string> names;
-  bool expr = false;
   for (auto raw : set.toList()) {
     std::size_t t = static_cast<std::size_t>(raw);
-    if (t == NetsorLexer::NUMBER || t == NetsorLexer::LPAREN || t == NetsorLexer::LBRACK) expr = true;
-    else if (t == NetsorLexer::ID) names.push_back("a name");
+    std::string lit = voc.getLiteralName(t);
+    if (expr && (t == NetsorLexer::NUMBER || t == NetsorLexer::ID || t == NetsorLexer::LPAREN ||
+                 t == NetsorLexer::LBRACK || lit == "'-'"))
+      continue;
+    if (stmt && (t == NetsorLexer::ID || (lit.size() > 2 && std::isalpha(static_cast<unsigned char>(lit[1]))))) continue;
+    if (t == NetsorLexer::ID) names.push_back("a name");
     else if (t == NetsorLexer::NL) names.push_back("end of line");
     else if (t == antlr4::Token::EOF) names.push_back("end of file");
     else if (t == NetsorLexer::STRING) names.push_back("a \"quoted path\"");
-    else {
-      std::string s = voc.getLiteralName(t);
-      if (s.empty()) s = voc.getDisplayName(t);
-      if (s == "'-'" && set.contains(static_cast<ssize_t>(NetsorLexer::NUMBER))) continue;
-      names.push_back(s);
-    }
+    else if (t == NetsorLexer::NUMBER) names.push_back("a number");
+    else names.push_back(lit.empty() ? voc.getDisplayName(t) : lit);
   }
+  if (stmt) names.insert(names.begin(), "a statement");
   if (expr) names.insert(names.begin(), "an expression");
   std::string out;
   for (std::size_t i = 0; i < names.size(); ++i)
@@ -99,6 +103,15 @@ class SyntaxErrors : public antlr4::BaseErrorListener {
       }
       if (tok && (tok->getType() == NetsorLexer::NL || tok->getType() == antlr4::Token::EOF))
         hint_ = "the statement is incomplete";
+      if (tok && tok->getType() == antlr4::Token::EOF) {
+        // Point just past the last text in the file, where something is missing.
+        int l = (int)file_.lines.size();
+        while (l > 1 && file_.lines[l - 1].find_first_not_of(" \t\r") == std::string::npos) --l;
+        if (l >= 1) {
+          line_ = l;
+          col_ = (int)file_.lines[l - 1].size() + 1;
+        }
+      }
       else if (tok) hint_ = hint_for(tok->getText());
     }
   }
@@ -414,7 +427,8 @@ class Lowerer {
       double x = std::strtod(d->NUMBER()->getText().c_str(), nullptr);
       if (x != std::floor(x) || x < 1 || x > 1e6)
         fail_at(d, "a finite dimension must be a whole number from 1 to 1000000",
-                "infinite dimensions are named widths: n, or m after `width m = 2 n`");
+                "a vector's [..] is its size (a width such as n or m); for an indexed name, declare "
+                "x0 and assign x[0] = x0");
       return {-1, (int)x};
     }
     std::string w = d->ID()->getText();
