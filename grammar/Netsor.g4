@@ -31,9 +31,11 @@ stmt
 
 // width m = 2 n   (ratio may also be written 2 * n, or omitted: width m = n)
 widthDecl   : 'width' name=ID ('=' (ratio=NUMBER '*'?)? base=ID)? ;
-matrixDecl  : 'matrix' name=ID (LBRACK rows=dim ',' cols=dim RBRACK)? ':' dist ;
-vectorDecl  : 'vector' name=ID (LBRACK size=dim RBRACK)? ':' dist ;
-vectorsDecl : 'vectors' LPAREN ID (',' ID)* RPAREN (LBRACK size=dim RBRACK)? ':' dist ;
+// In declarations a one-entry [..] naming a width is a size (v[m]); any other
+// [..] is an index (W[l], x[0]). A matrix's shape is the two-entry [rows, cols].
+matrixDecl  : 'matrix' target (LBRACK rows=dim ',' cols=dim RBRACK)? ':' dist ;
+vectorDecl  : 'vector' target ':' dist ;
+vectorsDecl : 'vectors' LPAREN target (',' target)* RPAREN (LBRACK size=dim RBRACK)? ':' dist ;
 dim         : ID | NUMBER ;
 dist        : ID LPAREN (kwarg (',' kwarg)*)? RPAREN ;
 kwarg       : ID '=' expr ;

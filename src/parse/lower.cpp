@@ -298,16 +298,18 @@ class Lowerer {
     return s.str();
   }
 
+  std::string index_of(NetsorParser::ExprContext* e) {
+    Value v = eval(e);
+    double x;
+    if (!v.is_number(&x) || x != std::floor(x))
+      fail_at(e, "an index must be an integer known when the program is read",
+              "indices are built from loop variables and constants, e.g. x[t-1]");
+    return index_text(x);
+  }
+
   std::string target_name(NetsorParser::TargetContext* t) {
     std::string name = t->ID()->getText();
-    for (auto* e : t->expr()) {
-      Value v = eval(e);
-      double x;
-      if (!v.is_number(&x) || x != std::floor(x))
-        fail_at(e, "an index must be an integer known when the program is read",
-                "indices are built from loop variables and constants, e.g. x[t-1]");
-      name += "[" + index_text(x) + "]";
-    }
+    for (auto* e : t->expr()) name += "[" + index_of(e) + "]";
     return name;
   }
 
@@ -427,8 +429,7 @@ class Lowerer {
       double x = std::strtod(d->NUMBER()->getText().c_str(), nullptr);
       if (x != std::floor(x) || x < 1 || x > 1e6)
         fail_at(d, "a finite dimension must be a whole number from 1 to 1000000",
-                "a vector's [..] is its size (a width such as n or m); for an indexed name, declare "
-                "x0 and assign x[0] = x0");
+                "the size of vectors is a width such as n, or m after `width m = 2 n`");
       return {-1, (int)x};
     }
     std::string w = d->ID()->getText();
@@ -480,8 +481,8 @@ class Lowerer {
   }
 
   void matrix_decl(NetsorParser::MatrixDeclContext* c) {
-    std::string name = c->name->getText();
-    SourceLoc at = loc_of(c->name);
+    std::string name = target_name(c->target());
+    SourceLoc at = loc_of(c->target());
     check_fresh(name, at);
     Dim rows{base_width(), 0}, cols{base_width(), 0};
     if (c->rows) {
@@ -506,14 +507,27 @@ class Lowerer {
     defined_at_[name] = at;
   }
 
+  // A declared vector's name, and its size when the last [..] names a width.
+  std::string decl_name(NetsorParser::TargetContext* t, Dim& size) {
+    auto ix = t->expr();
+    size = {base_width(), 0};
+    if (!ix.empty()) {
+      if (auto* last = dynamic_cast<NetsorParser::NameExprContext*>(ix.back());
+          last && last->expr().empty() && widths_.count(last->getText())) {
+        size = {widths_[last->getText()], 0};
+        std::string name = t->ID()->getText();
+        for (std::size_t i = 0; i + 1 < ix.size(); ++i) name += "[" + index_of(ix[i]) + "]";
+        return name;
+      }
+    }
+    return target_name(t);
+  }
+
   void vector_decl(NetsorParser::VectorDeclContext* c) {
-    std::string name = c->name->getText();
-    SourceLoc at = loc_of(c->name);
+    Dim d;
+    std::string name = decl_name(c->target(), d);
+    SourceLoc at = loc_of(c->target());
     check_fresh(name, at);
-    Dim d{base_width(), 0};
-    if (c->size) d = dim(c->size);
-    if (d.is_finite())
-      fail_at(c->size, "a vector's size must be an infinite width", "a fixed finite vector is an `input`");
     Kwargs k = dist_args(c->dist(), "gaussian", {"mean", "var"});
     ir::GaussianFamily f;
     f.mean = Eigen::VectorXd::Constant(1, number_arg(k, "mean", 0.0, false));
@@ -554,9 +568,9 @@ class Lowerer {
   void vectors_decl(NetsorParser::VectorsDeclContext* c) {
     std::vector<std::string> names;
     std::vector<SourceLoc> locs;
-    for (auto* id : c->ID()) {
-      std::string nm = id->getText();
-      SourceLoc at = loc_of(id->getSymbol());
+    for (auto* id : c->target()) {
+      std::string nm = target_name(id);
+      SourceLoc at = loc_of(id);
       check_fresh(nm, at);
       for (const auto& prev : names)
         if (prev == nm) fail_at(at, "'" + nm + "' listed twice");
@@ -906,13 +920,7 @@ class Lowerer {
 
   Value name_expr(NetsorParser::NameExprContext* c) {
     std::string name = c->ID()->getText();
-    for (auto* ix : c->expr()) {
-      Value v = eval(ix);
-      double x;
-      if (!v.is_number(&x) || x != std::floor(x))
-        fail_at(ix, "an index must be an integer known when the program is read");
-      name += "[" + index_text(x) + "]";
-    }
+    for (auto* ix : c->expr()) name += "[" + index_of(ix) + "]";
     for (auto s = scopes_.rbegin(); s != scopes_.rend(); ++s) {
       auto it = s->find(name);
       if (it != s->end()) return it->second;

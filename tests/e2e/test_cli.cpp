@@ -1,0 +1,187 @@
+// End-to-end: the netsor binary on every program and module we ship, on the
+// malformed-program catalogue in tests/bad, and on generated hostile input.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kBin = NETSOR_BIN;
+const fs::path kSrc = NETSOR_SOURCE_DIR;
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+fs::path scratch() {
+  fs::path d = fs::temp_directory_path() / ("netsor_e2e_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+// Runs netsor with args (already shell-quoted), in `cwd`.
+Result run(const std::string& args, const fs::path& cwd = kSrc) {
+  fs::path d = scratch();
+  fs::path o = d / "out.txt", e = d / "err.txt";
+  std::string cmd = "cd '" + cwd.string() + "' && '" + kBin + "' " + args + " >'" + o.string() + "' 2>'" +
+                    e.string() + "' </dev/null";
+  int status = std::system(cmd.c_str());
+  Result r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(o);
+  r.err = slurp(e);
+  return r;
+}
+
+// A clean failure: exit 1, one located error on stderr, nothing on stdout,
+// and no sign of a crash or a sanitizer report.
+void expect_clean_error(const Result& r, const std::string& needle) {
+  CHECK(r.rc == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("error: ") != std::string::npos);
+  CHECK(r.err.find(needle) != std::string::npos);
+  CHECK(r.err.find("internal error") == std::string::npos);
+  CHECK(r.err.find("Sanitizer") == std::string::npos);
+  CHECK(r.err.find("runtime error") == std::string::npos);
+}
+
+std::vector<fs::path> tp_files(const fs::path& dir) {
+  std::vector<fs::path> v;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".tp") v.push_back(e.path());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("every shipped program and stdlib module passes netsor check") {
+  auto files = tp_files(kSrc / "programs");
+  auto lib = tp_files(kSrc / "stdlib");
+  files.insert(files.end(), lib.begin(), lib.end());
+  CHECK(files.size() >= 9);
+  for (const auto& f : files) {
+    INFO(f.string());
+    auto r = run("check '" + f.string() + "'");
+    CHECK(r.rc == 0);
+    CHECK(r.err.empty());
+  }
+}
+
+TEST_CASE("the malformed-program catalogue: each file's expected error, exit 1") {
+  // Each tests/bad/*.tp starts with  # expect: [FILE:]LINE:COL: MESSAGE
+  auto files = tp_files(kSrc / "tests/bad");
+  CHECK(files.size() >= 30);
+  for (const auto& f : files) {
+    INFO(f.filename().string());
+    std::string first = slurp(f).substr(0, slurp(f).find('\n'));
+    REQUIRE(first.rfind("# expect: ", 0) == 0);
+    std::string spec = first.substr(10);
+    std::size_t sep = spec.find(": ");
+    std::string loc = spec.substr(0, sep), msg = spec.substr(sep + 2);
+    if (loc.find(".tp:") == std::string::npos) loc = f.filename().string() + ":" + loc;
+    auto r = run("check '" + f.filename().string() + "'", kSrc / "tests/bad");
+    expect_clean_error(r, loc + ": error: " + msg);
+    CHECK(r.err.find("\n  ") != std::string::npos);  // the source line and caret
+  }
+}
+
+TEST_CASE("hostile input: binary garbage, NUL bytes, 10000-deep nesting, a 50 MB file") {
+  fs::path d = scratch();
+  {
+    std::mt19937 rng(7);
+    std::ofstream f(d / "garbage.tp", std::ios::binary);
+    for (int i = 0; i < 4096; ++i) f.put(static_cast<char>(rng() & 0xFF));
+  }
+  expect_clean_error(run("check '" + (d / "garbage.tp").string() + "'"), "not a text file");
+  {
+    std::ofstream f(d / "nul.tp", std::ios::binary);
+    f << "vector x : gaussian(var=1)\ny = x";
+    f.put('\0');
+    f << "\n";
+  }
+  expect_clean_error(run("check '" + (d / "nul.tp").string() + "'"), "nul.tp:2:6: error: this is not a text file");
+  {
+    std::ofstream f(d / "deep.tp");
+    f << "vector x : gaussian(var=1)\ny = " << std::string(10000, '(') << "x" << std::string(10000, ')') << "\n";
+  }
+  expect_clean_error(run("check '" + (d / "deep.tp").string() + "'"), "deep.tp:2:261: error: brackets nested too deeply");
+  {
+    std::ofstream f(d / "deep_calls.tp");
+    f << "vector x : gaussian(var=1)\ny = ";
+    for (int i = 0; i < 10000; ++i) f << "tanh(";
+    f << "x" << std::string(10000, ')') << "\n";
+  }
+  expect_clean_error(run("check '" + (d / "deep_calls.tp").string() + "'"), "brackets nested too deeply");
+  {
+    std::ofstream f(d / "huge.tp");
+    std::string line = "# padding padding padding padding padding padding padding padding padding\n";
+    for (std::size_t w = 0; w < (50u << 20); w += line.size()) f << line;
+  }
+  expect_clean_error(run("check '" + (d / "huge.tp").string() + "'"), "file is too large");
+  {
+    std::ofstream f(d / "truncated.tp");
+    f << "matrix W : gaussian(var=2)\nvector x : gaussian(var=1)\nh = W @ (x + rel";
+  }
+  expect_clean_error(run("check '" + (d / "truncated.tp").string() + "'"), "unexpected end of file");
+  expect_clean_error(run("check '" + (d / "no_such_file.tp").string() + "'"), "no such file");
+  expect_clean_error(run("check '" + d.string() + "'"), "is a folder");
+  fs::remove_all(d);
+}
+
+TEST_CASE("usage errors exit 2 and --help exits 0") {
+  CHECK(run("").rc == 2);
+  CHECK(run("frobnicate x.tp").rc == 2);
+  CHECK(run("check").rc == 2);
+  CHECK(run("check programs/wigner_moments.tp -D T").rc == 2);
+  CHECK(run("check programs/wigner_moments.tp -D K=abc").rc == 2);
+  auto h = run("--help");
+  CHECK(h.rc == 0);
+  CHECK(h.out.find("check") != std::string::npos);
+  CHECK(run("check --help").rc == 0);
+}
+
+TEST_CASE("netsor print --json of a 3-layer MLP lists kind, shape and defining instruction") {
+  fs::path d = scratch();
+  {
+    std::ofstream f(d / "mlp3.tp");
+    f << "input xi = [1.0, -0.5]\n"
+         "matrix U[n, 2] : gaussian(var=2)\nmatrix W2 : gaussian(var=2)\nmatrix W3 : gaussian(var=2)\n"
+         "h1 = U @ xi\nx1 = relu(h1)\nh2 = W2 @ x1\nx2 = relu(h2)\nh3 = W3 @ x2\n"
+         "report k = avg(h3 * h3)\n";
+  }
+  auto r = run("print --json '" + (d / "mlp3.tp").string() + "'");
+  REQUIRE(r.rc == 0);
+  auto j = nlohmann::json::parse(r.out);
+  std::map<std::string, nlohmann::json> vars;
+  for (const auto& v : j["vars"]) vars[v["name"]] = v;
+  CHECK(vars["W2"]["kind"] == "A");
+  CHECK(vars["W2"]["shape"] == nlohmann::json::array({"n", "n"}));
+  CHECK(vars["U"]["shape"] == nlohmann::json::array({"n", "2"}));
+  CHECK(vars["h1"]["kind"] == "G");
+  CHECK(vars["h1"]["def"]["op"] == "init");
+  CHECK(vars["x1"]["kind"] == "H");
+  CHECK(vars["x1"]["def"]["op"] == "nonlin");
+  CHECK(vars["x1"]["def"]["text"] == "relu(h1)");
+  CHECK(vars["h2"]["kind"] == "G");
+  CHECK(vars["h2"]["def"]["text"] == "W2 @ x1");
+  CHECK(vars["h3"]["shape"] == nlohmann::json::array({"n"}));
+  CHECK(vars["k"]["kind"] == "scalar");
+  CHECK(vars["k"]["def"]["op"] == "moment");
+  fs::remove_all(d);
+}
