@@ -8,6 +8,8 @@
 
 #include "netsor/frontend.hpp"
 #include "netsor/ir.hpp"
+#include "netsor/limit.hpp"
+#include "report.hpp"
 
 namespace {
 
@@ -66,6 +68,16 @@ int main(int argc, char** argv) {
   auto* print = app.add_subcommand("print", "print the lowered IR (variables, Gaussian families, instructions)");
   add_common(print, print_o);
 
+  Common limit_o, derive_o;
+  bool force_quadrature = false, latex = false;
+  auto* limit = app.add_subcommand("limit", "the infinite-width limit of every report, with error estimate and method");
+  add_common(limit, limit_o);
+  limit->add_flag("--force-quadrature", force_quadrature,
+                  "skip closed forms and exact Gaussian algebra (to cross-check the generic path)");
+  auto* derive = app.add_subcommand("derive", "the derived theory: every Z, Gaussian family and scalar limit");
+  add_common(derive, derive_o);
+  derive->add_flag("--latex", latex, "LaTeX instead of plain text");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -91,6 +103,22 @@ int main(int argc, char** argv) {
         std::cout << check_o.file << ": ok (" << prog.vars.size() << " variables, " << prog.instrs.size()
                   << " instructions, " << prog.reports.size() << " reports)\n";
       }
+      return kOk;
+    }
+    if (limit->parsed()) {
+      auto prog = netsor::compile_file(limit_o.file, options_of(limit_o));
+      netsor::limit::Options lo;
+      lo.force_quadrature = force_quadrature;
+      auto res = netsor::limit::compute(prog, lo);
+      if (limit_o.json) std::cout << netsor::cli::limit_json(res).dump(2) << "\n";
+      else std::cout << netsor::cli::limit_table(limit_o.file, res);
+      return kOk;
+    }
+    if (derive->parsed()) {
+      auto prog = netsor::compile_file(derive_o.file, options_of(derive_o));
+      auto res = netsor::limit::compute(prog);
+      if (derive_o.json) std::cout << netsor::cli::derive_json(prog, res).dump(2) << "\n";
+      else std::cout << netsor::cli::derive_text(prog, res, latex);
       return kOk;
     }
     if (print->parsed()) {

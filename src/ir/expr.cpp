@@ -274,6 +274,32 @@ std::vector<int> free_vars(const Expr& e) {
   return {ids.begin(), ids.end()};
 }
 
+namespace {
+void split_terms(const Expr& e, double coef, std::vector<std::pair<double, Expr>>& out) {
+  double v;
+  switch (e->op) {
+    case ExprOp::Add: split_terms(e->a, coef, out); split_terms(e->b, coef, out); return;
+    case ExprOp::Sub: split_terms(e->a, coef, out); split_terms(e->b, -coef, out); return;
+    case ExprOp::Neg: split_terms(e->a, -coef, out); return;
+    case ExprOp::Mul:
+      if (is_const(e->a, &v)) return split_terms(e->b, coef * v, out);
+      if (is_const(e->b, &v)) return split_terms(e->a, coef * v, out);
+      break;
+    case ExprOp::Div:
+      if (is_const(e->b, &v) && v != 0) return split_terms(e->a, coef / v, out);
+      break;
+    default: break;
+  }
+  out.push_back({coef, e});
+}
+}  // namespace
+
+std::vector<std::pair<double, Expr>> additive_terms(const Expr& e) {
+  std::vector<std::pair<double, Expr>> out;
+  split_terms(e, 1.0, out);
+  return out;
+}
+
 std::size_t node_count(const Expr& e) {
   std::set<const ExprNode*> seen;
   visit_dag(e, seen, [](const Expr&) {});

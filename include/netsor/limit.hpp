@@ -1,0 +1,113 @@
+// The limit pass: the infinite-width limit of a tensor program by the Z rules
+// of Tensor Programs (primer section 2), every reported quantity a master-theorem
+// expectation with an error estimate and the method that produced it.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "netsor/expr.hpp"
+#include "netsor/ir.hpp"
+
+namespace netsor::limit {
+
+struct Options {
+  double tol = 1e-12;             // relative target for quadrature
+  bool force_quadrature = false;  // skip closed forms and exact Gaussian algebra
+  std::uint64_t seed = 1;         // for randomized QMC in high dimension
+};
+
+// A value, its estimated absolute error, and how it was obtained:
+// "exact (Gaussian algebra)", "closed form (relu pair)", "Gauss-Hermite order 64", ...
+struct Estimate {
+  double value = 0;
+  double abs_error = 0;
+  std::string method;
+  // Methods that produced the covariances, Zdot coefficients and scalars this
+  // value was computed from (empty when everything upstream was exact).
+  std::set<std::string> inputs;
+};
+
+// The joint law of the Gaussians an expectation may involve, by leaf id.
+struct GaussianLaw {
+  std::function<double(int)> mean;
+  std::function<double(int, int)> cov;
+};
+
+// E[f(g)] for f an expression over Gaussian leaves g ~ law. The engine reduces f
+// to the affine combinations ("atoms") of leaves it depends on, integrates in
+// the range of their covariance (so rank-deficient families work), and picks:
+// exact algebra for polynomials of degree <= 2; closed forms for the known
+// pairs (primer section 3); tensor Gauss-Hermite for smooth integrands in <= 4
+// dimensions; nested adaptive Gauss-Kronrod split at the kinks of relu/step/abs
+// in <= 3 dimensions; randomized QMC above.
+class MasterExpectation {
+ public:
+  explicit MasterExpectation(Options o = {}) : opt_(o) {}
+  Estimate expect(const Expr& f, const GaussianLaw& law) const;
+
+ private:
+  Options opt_;
+};
+
+// A Gaussian leaf of the Z calculus: an initial vector, or the Zhat of a MatMul.
+struct Leaf {
+  std::string name;  // "v", "Zhat[W@x]"
+  int family = -1;
+  int index = -1;        // within its family
+  ir::VarId var = -1;    // the vector this leaf is the Zhat (or initial value) of
+  ir::VarId arg = -1;    // for a Zhat: the vector multiplied
+};
+
+// A Gaussian family: the initial vectors of one declaration, or all Zhat of one
+// matrix W (or of W^T, a separate family). Families are independent.
+struct Family {
+  std::string name;
+  ir::VarId matrix = -1;
+  bool transposed = false;
+  double scale = 1;  // sigma_W^2, times n1/n2 for W^T (primer section 2)
+  std::vector<int> leaves;
+  Eigen::VectorXd mean;
+  Eigen::MatrixXd cov;
+};
+
+// The Zdot correction of one MatMul: sum of coef * Z^{arg of leaf}.
+struct ZdotTerm {
+  int leaf = -1;        // a leaf of the opposite family (W^T for W x, and back)
+  Estimate expectation; // E[dZ^x / d leaf]
+  double coef = 0;      // scale * expectation
+};
+
+// The Z random variable of one vector of the program.
+struct ZVar {
+  ir::VarId var = -1;
+  Expr z;                      // over leaf ids
+  int zhat = -1;               // MatMul: its Zhat leaf
+  std::vector<ZdotTerm> zdot;  // MatMul: nonzero correction terms
+};
+
+struct Quantity {
+  std::string name;
+  Estimate estimate;
+  SourceLoc loc;
+};
+
+struct Result {
+  std::vector<Quantity> quantities;  // the program's reports, in order
+  // The derivation, for `netsor derive`:
+  std::vector<Leaf> leaves;
+  std::vector<Family> families;
+  std::vector<ZVar> zvars;                          // one per G/H var, in program order
+  std::vector<std::pair<ir::VarId, Estimate>> scalars;  // every scalar's limit
+};
+
+// Throws ProgramError for programs outside the master theorem's assumptions and
+// for expectations that diverge, naming the variable.
+Result compute(const ir::Program& p, const Options& o = {});
+
+}  // namespace netsor::limit

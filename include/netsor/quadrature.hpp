@@ -1,0 +1,52 @@
+// Gaussian integration rules for master-theorem expectations: integrals
+//   I = integral over R^r of h(xi) phi_r(xi) d xi,  phi_r the standard normal density,
+// each returning an estimate with an error bound estimate and the method used.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace netsor::quad {
+
+struct Result {
+  double value = 0;
+  double abs_error = 0;
+  long evals = 0;
+  bool converged = false;
+  std::string method;
+};
+
+using Integrand = std::function<double(const double* xi)>;
+
+// Probabilists' Gauss-Hermite rule (weight phi(x), weights summing to 1),
+// nodes and weights by Golub-Welsch on the Jacobi matrix (Eigen). Cached.
+struct Rule {
+  std::vector<double> x, w;
+};
+const Rule& gauss_hermite(int order);
+
+// Tensor Gauss-Hermite at increasing orders until two successive orders agree
+// to `tol` (relative to max(1, |I|)); the error estimate is their difference.
+// For smooth integrands.
+Result tensor_gauss_hermite(const Integrand& h, int dim, double tol);
+
+// A kink of the integrand: the hyperplane offset + normal . xi = 0.
+struct Hyperplane {
+  double offset = 0;
+  std::vector<double> normal;
+};
+
+// Nested adaptive Gauss-Kronrod (Boost.Math, 31 points) over [-12, 12]^dim,
+// split at the kinks so that each piece is smooth. Gives up (converged =
+// false) past max_evals.
+Result nested_gauss_kronrod(const Integrand& h, int dim, const std::vector<Hyperplane>& kinks, double tol,
+                            long max_evals);
+
+// Randomized quasi-Monte Carlo: a Sobol sequence under `shifts` independent
+// random shifts (Cranley-Patterson), `points` points each; the error estimate
+// is two standard errors across shifts. Deterministic for a given seed.
+Result randomized_qmc(const Integrand& h, int dim, std::uint64_t seed, int shifts = 16, int points = 1 << 14);
+
+}  // namespace netsor::quad

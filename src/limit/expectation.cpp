@@ -1,0 +1,525 @@
+// MasterExpectation: E[f(g)] for g a finite Gaussian vector (primer section 2,
+// "Consequences for an implementation"). See include/netsor/limit.hpp.
+#include <algorithm>
+#include <boost/math/constants/constants.hpp>
+#include <cmath>
+#include <map>
+#include <sstream>
+#include <unordered_map>
+
+#include "netsor/limit.hpp"
+#include "netsor/quadrature.hpp"
+#include "netsor/tape.hpp"
+
+namespace netsor::limit {
+namespace {
+
+using Eigen::MatrixXd;
+using Eigen::VectorXd;
+constexpr double kPi = boost::math::constants::pi<double>();
+
+// ------------------------------------------------------------ affine analysis
+
+// Memoised over the DAG: an expression is affine in the leaves if it is built
+// from leaves and constants by +, -, scaling and division by constants.
+struct Affine {
+  bool ok = false;
+  VectorXd c;  // coefficients over the local leaf indices
+  double off = 0;
+  bool is_const() const { return ok && c.isZero(0.0); }
+};
+
+class AffineMemo {
+ public:
+  AffineMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
+  const Affine& get(const Expr& e) {
+    auto it = memo_.find(e.get());
+    if (it != memo_.end()) return it->second;
+    Affine r;
+    r.c = VectorXd::Zero(k_);
+    switch (e->op) {
+      case ExprOp::Const: r.ok = true; r.off = e->value; break;
+      case ExprOp::Var: r.ok = true; r.c(local_.at(e->var)) = 1; break;
+      case ExprOp::Add: case ExprOp::Sub: {
+        const Affine& a = get(e->a);
+        const Affine& b = get(e->b);
+        if (a.ok && b.ok) {
+          double s = e->op == ExprOp::Add ? 1 : -1;
+          r = {true, a.c + s * b.c, a.off + s * b.off};
+        }
+        break;
+      }
+      case ExprOp::Neg: {
+        const Affine& a = get(e->a);
+        if (a.ok) r = {true, -a.c, -a.off};
+        break;
+      }
+      case ExprOp::Mul: {
+        const Affine& a = get(e->a);
+        const Affine& b = get(e->b);
+        if (a.ok && b.ok && a.is_const()) r = {true, a.off * b.c, a.off * b.off};
+        else if (a.ok && b.ok && b.is_const()) r = {true, b.off * a.c, b.off * a.off};
+        break;
+      }
+      case ExprOp::Div: {
+        const Affine& a = get(e->a);
+        const Affine& b = get(e->b);
+        if (a.ok && b.ok && b.is_const() && b.off != 0) r = {true, a.c / b.off, a.off / b.off};
+        break;
+      }
+      case ExprOp::Pow: {
+        const Affine& a = get(e->a);
+        const Affine& b = get(e->b);
+        if (a.ok && b.ok && b.is_const()) {
+          if (b.off == 1) r = a;
+          else if (a.is_const()) r = {true, VectorXd::Zero(k_), std::pow(a.off, b.off)};
+        }
+        break;
+      }
+      case ExprOp::Call: {
+        const Affine& a = get(e->a);
+        if (a.is_const()) r = {true, VectorXd::Zero(k_), apply_fn(e->fn, a.off)};
+        break;
+      }
+    }
+    return memo_.emplace(e.get(), std::move(r)).first->second;
+  }
+
+ private:
+  const std::map<int, int>& local_;
+  int k_;
+  std::unordered_map<const ExprNode*, Affine> memo_;
+};
+
+// ------------------------------------------------------------ quadratics
+
+// Polynomials of degree <= 2: c + b.g + g'Qg; their expectation is exact.
+struct Quadratic {
+  bool ok = false;
+  int deg = 0;
+  double c = 0;
+  VectorXd b;
+  MatrixXd Q;
+};
+
+class QuadMemo {
+ public:
+  QuadMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
+  const Quadratic& get(const Expr& e) {
+    auto it = memo_.find(e.get());
+    if (it != memo_.end()) return it->second;
+    Quadratic r = compute(e);
+    return memo_.emplace(e.get(), std::move(r)).first->second;
+  }
+
+ private:
+  Quadratic konst(double v) {
+    return {true, 0, v, VectorXd::Zero(k_), MatrixXd::Zero(k_, k_)};
+  }
+  Quadratic product(const Quadratic& a, const Quadratic& b) {
+    if (!a.ok || !b.ok || a.deg + b.deg > 2) return {};
+    Quadratic r;
+    r.ok = true;
+    r.deg = a.deg + b.deg;
+    r.c = a.c * b.c;
+    r.b = a.c * b.b + b.c * a.b;
+    MatrixXd outer = a.b * b.b.transpose();
+    r.Q = a.c * b.Q + b.c * a.Q + 0.5 * (outer + outer.transpose());
+    return r;
+  }
+  Quadratic compute(const Expr& e) {
+    switch (e->op) {
+      case ExprOp::Const: return konst(e->value);
+      case ExprOp::Var: {
+        Quadratic r = konst(0);
+        r.deg = 1;
+        r.b(local_.at(e->var)) = 1;
+        return r;
+      }
+      case ExprOp::Add: case ExprOp::Sub: {
+        const Quadratic& a = get(e->a);
+        const Quadratic& b = get(e->b);
+        if (!a.ok || !b.ok) return {};
+        double s = e->op == ExprOp::Add ? 1 : -1;
+        return {true, std::max(a.deg, b.deg), a.c + s * b.c, a.b + s * b.b, a.Q + s * b.Q};
+      }
+      case ExprOp::Neg: {
+        const Quadratic& a = get(e->a);
+        if (!a.ok) return {};
+        return {true, a.deg, -a.c, -a.b, -a.Q};
+      }
+      case ExprOp::Mul: return product(get(e->a), get(e->b));
+      case ExprOp::Div: {
+        const Quadratic& a = get(e->a);
+        const Quadratic& b = get(e->b);
+        if (!a.ok || !b.ok || b.deg != 0 || b.c == 0) return {};
+        return {true, a.deg, a.c / b.c, a.b / b.c, a.Q / b.c};
+      }
+      case ExprOp::Pow: {
+        const Quadratic& a = get(e->a);
+        const Quadratic& p = get(e->b);
+        if (!a.ok || !p.ok || p.deg != 0) return {};
+        if (a.deg == 0) return konst(std::pow(a.c, p.c));
+        if (p.c == 1) return a;
+        if (p.c == 2) return product(a, a);
+        return {};
+      }
+      case ExprOp::Call: {
+        const Quadratic& a = get(e->a);
+        if (a.ok && a.deg == 0) return konst(apply_fn(e->fn, a.c));
+        return {};
+      }
+    }
+    return {};
+  }
+  const std::map<int, int>& local_;
+  int k_;
+  std::unordered_map<const ExprNode*, Quadratic> memo_;
+};
+
+// ------------------------------------------------------------ closed forms
+
+struct Factor {
+  Fn fn;
+  Expr arg;
+};
+
+// t = c * f1(A1) [* f2(A2)] with f in {relu, step, erf} and A affine?
+bool as_call_product(const Expr& t, double& c, std::vector<Factor>& fs) {
+  double v;
+  switch (t->op) {
+    case ExprOp::Mul: return as_call_product(t->a, c, fs) && as_call_product(t->b, c, fs);
+    case ExprOp::Const: c *= t->value; return true;
+    case ExprOp::Call:
+      if (t->fn != Fn::Relu && t->fn != Fn::Step && t->fn != Fn::Erf) return false;
+      fs.push_back({t->fn, t->a});
+      return true;
+    case ExprOp::Pow:
+      if (is_const(t->b, &v) && v == 2 && t->a->op == ExprOp::Call) {
+        return as_call_product(t->a, c, fs) && as_call_product(t->a, c, fs);
+      }
+      return false;
+    default: return false;
+  }
+}
+
+// ------------------------------------------------------------ the engine
+
+struct Term {
+  double value = 0, error = 0;
+  std::string method;
+};
+
+class Engine {
+ public:
+  Engine(const Expr& f, const GaussianLaw& law, const Options& opt) : f_(f), opt_(opt) {
+    auto ids = free_vars(f);
+    for (std::size_t i = 0; i < ids.size(); ++i) local_[ids[i]] = (int)i;
+    k_ = (int)ids.size();
+    mu_ = VectorXd(k_);
+    S_ = MatrixXd(k_, k_);
+    for (int i = 0; i < k_; ++i) {
+      mu_(i) = law.mean(ids[i]);
+      for (int j = 0; j <= i; ++j) S_(i, j) = S_(j, i) = law.cov(ids[i], ids[j]);
+    }
+  }
+
+  Estimate run() {
+    if (k_ == 0) return {evaluate(f_, [](int) { return 0.0; }), 0.0, "exact (deterministic)"};
+    // E is linear: each additive term may take its own (cheapest exact) method.
+    auto terms = additive_terms(f_);
+    AffineMemo aff(local_);
+    std::unique_ptr<QuadMemo> quad;
+    if (k_ <= 400) quad = std::make_unique<QuadMemo>(local_);
+    Estimate out{0, 0, ""};
+    Expr residual = constant(0.0);
+    bool any_residual = false;
+    std::map<std::string, int> methods;
+    for (const auto& [coef, t] : terms) {
+      if (!opt_.force_quadrature) {
+        if (quad) {
+          const Quadratic& q = quad->get(t);
+          if (q.ok) {
+            double e = q.c + q.b.dot(mu_) + (q.Q.cwiseProduct(S_)).sum() + mu_.dot(q.Q * mu_);
+            out.value += coef * e;
+            out.abs_error += std::abs(coef * e) * 4e-16 * k_;
+            methods["exact (Gaussian algebra)"]++;
+            continue;
+          }
+        }
+        Term cf;
+        if (closed_form(t, aff, cf)) {
+          out.value += coef * cf.value;
+          out.abs_error += std::abs(coef) * cf.error;
+          methods[cf.method]++;
+          continue;
+        }
+      }
+      Term fac;
+      if (factorize(t, fac)) {
+        out.value += coef * fac.value;
+        out.abs_error += std::abs(coef) * fac.error;
+        methods[fac.method]++;
+        continue;
+      }
+      residual = add(residual, mul(constant(coef), t));
+      any_residual = true;
+    }
+    if (any_residual) {
+      Term q = numeric(residual);
+      out.value += q.value;
+      out.abs_error += q.error;
+      methods[q.method]++;
+    }
+    for (const auto& [m, n] : methods) out.method += (out.method.empty() ? "" : " + ") + m;
+    return out;
+  }
+
+ private:
+  const Expr& f_;
+  const Options& opt_;
+  std::map<int, int> local_;
+  int k_ = 0;
+  VectorXd mu_;
+  MatrixXd S_;
+
+  // A product of factors over mutually independent groups of Gaussians (zero
+  // cross-covariance) has the product of their expectations: the backward pass
+  // (through W^T) and the forward pass are often such groups, and integrating
+  // each alone keeps the dimension low.
+  bool factorize(const Expr& t, Term& out) {
+    std::vector<Expr> factors;
+    std::function<void(const Expr&)> flat = [&](const Expr& e) {
+      if (e->op == ExprOp::Mul) {
+        flat(e->a);
+        flat(e->b);
+      } else {
+        factors.push_back(e);
+      }
+    };
+    flat(t);
+    if (factors.size() < 2) return false;
+    std::size_t F = factors.size();
+    std::vector<std::vector<int>> deps(F);
+    for (std::size_t i = 0; i < F; ++i)
+      for (int id : free_vars(factors[i])) deps[i].push_back(local_.at(id));
+    // Union-find over factors: joined when any pair of their leaves correlates.
+    std::vector<int> parent(F);
+    for (std::size_t i = 0; i < F; ++i) parent[i] = (int)i;
+    std::function<int(int)> root = [&](int i) { return parent[i] == i ? i : parent[i] = root(parent[i]); };
+    for (std::size_t i = 0; i < F; ++i)
+      for (std::size_t j = i + 1; j < F; ++j) {
+        bool linked = false;
+        for (int a : deps[i]) {
+          for (int b : deps[j])
+            if (S_(a, b) != 0) { linked = true; break; }
+          if (linked) break;
+        }
+        if (linked) parent[root((int)i)] = root((int)j);
+      }
+    std::map<int, Expr> groups;
+    for (std::size_t i = 0; i < F; ++i) {
+      int r = root((int)i);
+      groups[r] = groups.count(r) ? mul(groups[r], factors[i]) : factors[i];
+    }
+    if (groups.size() < 2) return false;
+    GaussianLaw sub;
+    sub.mean = [this](int id) { return mu_(local_.at(id)); };
+    sub.cov = [this](int a, int b) { return S_(local_.at(a), local_.at(b)); };
+    out.value = 1;
+    out.error = 0;
+    std::map<std::string, int> ms;
+    for (const auto& [r, g] : groups) {
+      Estimate e = Engine(g, sub, opt_).run();
+      // d(ab) = |a| db + |b| da
+      out.error = std::abs(out.value) * e.abs_error + std::abs(e.value) * out.error;
+      out.value *= e.value;
+      ms[e.method]++;
+    }
+    out.method.clear();
+    for (const auto& [m, n] : ms) out.method += (out.method.empty() ? "" : " x ") + m;
+    out.method += " (independent factors)";
+    return true;
+  }
+
+  // Closed forms of primer section 3 for centred Gaussians (u, v) with
+  // covariance [[k11, k12], [k12, k22]].
+  bool closed_form(const Expr& t, AffineMemo& aff, Term& out) {
+    double c = 1;
+    std::vector<Factor> fs;
+    if (!as_call_product(t, c, fs) || fs.empty() || fs.size() > 2) return false;
+    std::vector<const Affine*> A;
+    for (const auto& f : fs) {
+      const Affine& a = aff.get(f.arg);
+      if (!a.ok) return false;
+      double mean = a.off + a.c.dot(mu_);
+      double scale = std::abs(a.off) + a.c.cwiseAbs().dot(mu_.cwiseAbs());
+      if (std::abs(mean) > 1e-15 * std::max(scale, 1e-300) && mean != 0) return false;
+      A.push_back(&a);
+    }
+    double k11 = A[0]->c.dot(S_ * A[0]->c);
+    if (fs.size() == 1) {
+      switch (fs[0].fn) {
+        case Fn::Relu: out.value = c * std::sqrt(k11 / (2 * kPi)); break;
+        case Fn::Step: out.value = k11 > 0 ? 0.5 * c : 0.0; break;
+        case Fn::Erf: out.value = 0; break;
+        default: return false;
+      }
+      out.error = std::abs(out.value) * 4e-16;
+      out.method = std::string("closed form (") + fn_name(fs[0].fn) + ")";
+      return true;
+    }
+    if (fs[0].fn != fs[1].fn) return false;
+    double k22 = A[1]->c.dot(S_ * A[1]->c);
+    double k12 = A[0]->c.dot(S_ * A[1]->c);
+    double v = 0;
+    if (fs[0].fn == Fn::Erf) {
+      v = (2 / kPi) * std::asin(std::clamp(2 * k12 / std::sqrt((1 + 2 * k11) * (1 + 2 * k22)), -1.0, 1.0));
+    } else if (k11 <= 0 || k22 <= 0) {
+      v = 0;  // relu(0) = step(0) = 0
+    } else {
+      // theta = angle between u and v, from the residual of v after projecting
+      // out u, which avoids the cancellation in 1 - rho^2 for nearby inputs.
+      VectorXd r = A[1]->c - (k12 / k11) * A[0]->c;
+      double s = std::max(0.0, r.dot(S_ * r));
+      double theta = std::atan2(std::sqrt(k11 * s), k12);
+      if (fs[0].fn == Fn::Relu)
+        v = std::sqrt(k11 * k22) * (std::sin(theta) + (kPi - theta) * std::cos(theta)) / (2 * kPi);
+      else
+        v = (kPi - theta) / (2 * kPi);
+    }
+    out.value = c * v;
+    out.error = std::abs(out.value) * 1e-15 * (1 + k_);
+    out.method = std::string("closed form (") + fn_name(fs[0].fn) + " pair)";
+    return true;
+  }
+
+  Term numeric(const Expr& g) {
+    // Atoms: the maximal affine subexpressions of g; g is a function of them.
+    AffineMemo aff(local_);
+    std::vector<const Affine*> atoms;
+    std::unordered_map<const ExprNode*, Expr> memo;
+    std::function<Expr(const Expr&)> rebuild = [&](const Expr& e) -> Expr {
+      auto it = memo.find(e.get());
+      if (it != memo.end()) return it->second;
+      Expr r;
+      const Affine& a = aff.get(e);
+      if (a.ok && a.is_const()) {
+        r = constant(a.off);
+      } else if (a.ok) {
+        int id = -1;
+        for (std::size_t i = 0; i < atoms.size(); ++i)
+          if (atoms[i]->off == a.off && atoms[i]->c == a.c) id = (int)i;
+        if (id < 0) {
+          atoms.push_back(&a);
+          id = (int)atoms.size() - 1;
+        }
+        r = var(id);
+      } else {
+        switch (e->op) {
+          case ExprOp::Add: r = add(rebuild(e->a), rebuild(e->b)); break;
+          case ExprOp::Sub: r = sub(rebuild(e->a), rebuild(e->b)); break;
+          case ExprOp::Mul: r = mul(rebuild(e->a), rebuild(e->b)); break;
+          case ExprOp::Div: r = div(rebuild(e->a), rebuild(e->b)); break;
+          case ExprOp::Neg: r = neg(rebuild(e->a)); break;
+          case ExprOp::Pow: r = pow(rebuild(e->a), rebuild(e->b)); break;
+          case ExprOp::Call: r = call(e->fn, rebuild(e->a)); break;
+          default: r = e; break;
+        }
+      }
+      memo.emplace(e.get(), r);
+      return r;
+    };
+    Expr F = rebuild(g);
+    int m = (int)atoms.size();
+    if (m == 0) return {evaluate(F, [](int) { return 0.0; }), 0.0, "exact (deterministic)"};
+    MatrixXd C(k_, m);
+    VectorXd mean(m);
+    for (int i = 0; i < m; ++i) {
+      C.col(i) = atoms[i]->c;
+      mean(i) = atoms[i]->off + atoms[i]->c.dot(mu_);
+    }
+    MatrixXd K = C.transpose() * S_ * C;
+    // Integrate in the range of K: atoms = mean + L xi, xi ~ N(0, I_r).
+    Eigen::SelfAdjointEigenSolver<MatrixXd> es(K);
+    double top = std::max(0.0, es.eigenvalues().maxCoeff());
+    std::vector<int> keep;
+    for (int i = 0; i < m; ++i)
+      if (es.eigenvalues()(i) > 1e-14 * top * m && es.eigenvalues()(i) > 0) keep.push_back(i);
+    int r = (int)keep.size();
+    MatrixXd L(m, r);
+    for (int j = 0; j < r; ++j) L.col(j) = es.eigenvectors().col(keep[j]) * std::sqrt(es.eigenvalues()(keep[j]));
+
+    Tape tape(F, [](int id) { return id; });
+    if (r == 0) {
+      std::vector<double> work;
+      return {tape.eval(mean.data(), work), 0.0, "exact (deterministic: zero variance)"};
+    }
+    // Kinks of relu/step/abs/sign at a known hyperplane (their argument an atom),
+    // or somewhere unknown (their argument nonlinear).
+    std::vector<quad::Hyperplane> kinks;
+    bool unknown_kink = false;
+    {
+      std::vector<const ExprNode*> stack{F.get()};
+      std::unordered_map<const ExprNode*, bool> seen;
+      while (!stack.empty()) {
+        const ExprNode* n = stack.back();
+        stack.pop_back();
+        if (seen[n]) continue;
+        seen[n] = true;
+        if (n->op == ExprOp::Call && is_kinked(n->fn)) {
+          if (n->a->op == ExprOp::Var) {
+            quad::Hyperplane h;
+            h.offset = mean(n->a->var);
+            h.normal.resize(r);
+            for (int j = 0; j < r; ++j) h.normal[j] = L(n->a->var, j);
+            bool dup = false;
+            for (const auto& k : kinks) dup |= k.offset == h.offset && k.normal == h.normal;
+            if (!dup) kinks.push_back(h);
+          } else {
+            unknown_kink = true;
+          }
+        }
+        if (n->a) stack.push_back(n->a.get());
+        if (n->b) stack.push_back(n->b.get());
+      }
+    }
+    thread_local std::vector<double> work, atom;
+    auto h = [&](const double* xi) {
+      atom.resize(m);
+      for (int i = 0; i < m; ++i) {
+        double s = mean(i);
+        for (int j = 0; j < r; ++j) s += L(i, j) * xi[j];
+        atom[i] = s;
+      }
+      return tape.eval(atom.data(), work);
+    };
+    quad::Result q;
+    bool smooth = kinks.empty() && !unknown_kink;
+    double tol = std::max(opt_.tol, 1e-14);
+    if (smooth && r <= 4) {
+      q = quad::tensor_gauss_hermite(h, r, tol);
+      if (!q.converged && r <= 2) {
+        auto g2 = quad::nested_gauss_kronrod(h, r, kinks, tol, 20'000'000);
+        if (g2.converged) q = g2;
+      }
+    } else if (r <= 3) {
+      q = quad::nested_gauss_kronrod(h, r, kinks, r == 3 ? std::max(tol, 1e-9) : tol, r == 3 ? 40'000'000 : 20'000'000);
+      if (!q.converged) q = quad::randomized_qmc(h, r, opt_.seed);
+    } else {
+      q = quad::randomized_qmc(h, r, opt_.seed);
+    }
+    std::string method = q.method;
+    if (unknown_kink) method += ", kink location unknown";
+    return {q.value, q.abs_error, method};
+  }
+};
+
+}  // namespace
+
+Estimate MasterExpectation::expect(const Expr& f, const GaussianLaw& law) const {
+  Engine e(f, law, opt_);
+  return e.run();
+}
+
+}  // namespace netsor::limit

@@ -1,0 +1,478 @@
+// The Z calculus (primer section 2): walk the program in order and give every
+// vector its Z random variable and every scalar its deterministic limit.
+//
+//   Init    Z^x is a leaf of its declared Gaussian family
+//   MatMul  Z^{Wx} = Zhat^{Wx} + Zdot^{Wx}         (compute_matmul)
+//   Nonlin  Z^y = phi(Z^x..., limits of scalars)     (compute_nonlin)
+//   Moment  theta = E phi(Z^x...)                    (compute_moment)
+//
+// Every Z is an expression over Gaussian leaves. Linear programs keep, beside
+// it, Z as an explicit affine combination of leaves, so their covariances and
+// Zdot coefficients are exact algebra and long iterations stay cheap.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "netsor/limit.hpp"
+
+namespace netsor::limit {
+namespace {
+
+using ir::Op;
+using ir::VarId;
+
+// Z as an affine combination of leaves: off + sum_l c[l] leaf_l (c shorter than
+// the number of leaves means zeros beyond).
+struct AffineZ {
+  bool ok = false;
+  std::vector<double> c;
+  double off = 0;
+  bool mean_known = false;  // mean cached (set once the Z is complete)
+  double mean = 0;
+  double at(int l) const { return l < (int)c.size() ? c[l] : 0.0; }
+  void axpy(double a, const AffineZ& x) {
+    mean_known = false;
+    if (c.size() < x.c.size()) c.resize(x.c.size(), 0.0);
+    Eigen::Map<Eigen::VectorXd>(c.data(), (Eigen::Index)x.c.size()) +=
+        a * Eigen::Map<const Eigen::VectorXd>(x.c.data(), (Eigen::Index)x.c.size());
+    off += a * x.off;
+  }
+};
+
+// The relative error an estimate carries into what is built from it. Zdot
+// coefficients and covariances are O(1) quantities: measure their error against
+// `ref`, not against a value that may be (near) zero.
+double rel(double err, double v, double ref) { return err / std::max({std::abs(v), ref, 1e-300}); }
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s.precision(6);
+  s << v;
+  return s.str();
+}
+
+class ZCalculus {
+ public:
+  ZCalculus(const ir::Program& p, const Options& o) : p_(p), opt_(o), E_(o) {
+    std::size_t nv = p.vars.size();
+    Z_.resize(nv);
+    aff_.resize(nv);
+    rel_.assign(nv, 0.0);
+    scalar_.resize(nv);
+    src_.resize(nv);
+    law_.mean = [this](int l) { return fam_[leaves_[l].family].mean(leaves_[l].index); };
+    law_.cov = [this](int a, int b) {
+      const Leaf &A = leaves_[a], &B = leaves_[b];
+      return A.family == B.family ? cov_[A.family](A.index, B.index) : 0.0;
+    };
+  }
+
+  Result run() {
+    for (const auto& in : p_.instrs) {
+      switch (in.op) {
+        case Op::Init: compute_init(in); break;
+        case Op::MatMul: compute_matmul(in); break;
+        case Op::Nonlin: compute_nonlin(in); break;
+        case Op::Moment: compute_moment(in); break;
+        case Op::Scalar: compute_scalar(in); break;
+      }
+    }
+    for (std::size_t f = 0; f < fam_.size(); ++f) {
+      int k = (int)fam_[f].leaves.size();
+      fam_[f].cov = cov_[f].topLeftCorner(k, k);
+    }
+    Result r;
+    for (const auto& rep : p_.reports) r.quantities.push_back({rep.name, *scalar_[rep.var], rep.loc});
+    r.leaves = leaves_;
+    r.families = fam_;
+    r.zvars = std::move(zvars_);
+    for (std::size_t v = 0; v < p_.vars.size(); ++v)
+      if (scalar_[v]) r.scalars.emplace_back((VarId)v, *scalar_[v]);
+    return r;
+  }
+
+ private:
+  const ir::Program& p_;
+  Options opt_;
+  MasterExpectation E_;
+  GaussianLaw law_;
+  std::vector<Leaf> leaves_;
+  std::vector<Family> fam_;
+  std::vector<Eigen::MatrixXd> cov_;  // each family's covariance, with spare capacity
+  std::vector<ZVar> zvars_;
+  std::vector<Expr> Z_;
+  std::vector<AffineZ> aff_;
+  std::vector<double> rel_;  // relative error carried into each variable from earlier estimates
+  std::vector<std::optional<Estimate>> scalar_;
+  std::vector<std::set<std::string>> src_;
+  std::map<int, int> ir_family_;
+  std::map<std::pair<VarId, bool>, int> matrix_family_;
+
+  [[noreturn]] void refuse(const ir::Instr& in, const std::string& msg, const std::string& hint) const {
+    Diagnostic d;
+    d.loc = in.loc;
+    d.message = msg;
+    d.hint = hint;
+    throw ProgramError(d);
+  }
+  const std::string& name(VarId v) const { return p_.vars[v].name; }
+
+  int new_leaf(const std::string& nm, int family, VarId var, VarId arg) {
+    Leaf l;
+    l.name = nm;
+    l.family = family;
+    l.index = (int)fam_[family].leaves.size();
+    l.var = var;
+    l.arg = arg;
+    leaves_.push_back(l);
+    fam_[family].leaves.push_back((int)leaves_.size() - 1);
+    return (int)leaves_.size() - 1;
+  }
+
+  void set_leaf_z(VarId v, int leaf) {
+    Z_[v] = var(leaf);
+    aff_[v].ok = true;
+    aff_[v].c.assign(leaf + 1, 0.0);
+    aff_[v].c[leaf] = 1.0;
+  }
+
+  // ---- Init: a leaf of the declared family (all members share one family)
+  void compute_init(const ir::Instr& in) {
+    auto it = ir_family_.find(in.family);
+    if (it == ir_family_.end()) {
+      const auto& f = p_.families[in.family];
+      Family F;
+      F.name = "init";
+      for (auto m : f.members) F.name += (F.name == "init" ? " " : ", ") + name(m);
+      F.mean = f.mean;
+      F.cov = f.cov;
+      fam_.push_back(F);
+      cov_.push_back(f.cov);
+      it = ir_family_.emplace(in.family, (int)fam_.size() - 1).first;
+    }
+    // Leaves of a family are created in member order as their Inits come.
+    int leaf = new_leaf(name(in.out), it->second, in.out, -1);
+    if (leaves_[leaf].index != in.member)
+      throw std::logic_error("Init members out of order in family " + std::to_string(in.family));
+    set_leaf_z(in.out, leaf);
+    cache_mean(in.out);
+    zvars_.push_back({in.out, Z_[in.out], -1, {}});
+  }
+
+  // E[Z^a Z^b] for two affine Z's: mean_a mean_b + c_a' Sigma c_b (Sigma block
+  // diagonal over families).
+  std::vector<double> sigma_times(const AffineZ& a) const {
+    std::vector<double> u(leaves_.size(), 0.0);
+    Eigen::VectorXd c;
+    for (const auto& F : fam_) {
+      int k = (int)F.leaves.size();
+      c.resize(k);
+      bool any = false;
+      for (int i = 0; i < k; ++i) any |= (c(i) = a.at(F.leaves[i])) != 0;
+      if (!any) continue;
+      Eigen::VectorXd v = cov_[&F - fam_.data()].topLeftCorner(k, k).selfadjointView<Eigen::Lower>() * c;
+      for (int j = 0; j < k; ++j) u[F.leaves[j]] = v(j);
+    }
+    return u;
+  }
+  double mean_of(const AffineZ& a) const {
+    if (a.mean_known) return a.mean;
+    double m = a.off;
+    for (std::size_t l = 0; l < a.c.size(); ++l)
+      if (a.c[l] != 0) m += a.c[l] * law_.mean((int)l);
+    return m;
+  }
+  void cache_mean(VarId v) {
+    if (!aff_[v].ok) return;
+    aff_[v].mean = mean_of(aff_[v]);
+    aff_[v].mean_known = true;
+  }
+  double second_moment(const std::vector<double>& sigma_a, double mean_a, const AffineZ& b) const {
+    Eigen::Index n = (Eigen::Index)std::min(b.c.size(), sigma_a.size());
+    double s = Eigen::Map<const Eigen::VectorXd>(b.c.data(), n).dot(Eigen::Map<const Eigen::VectorXd>(sigma_a.data(), n));
+    return s + mean_a * mean_of(b);
+  }
+
+  Estimate expect(const Expr& f, const ir::Instr& in, const std::string& what) {
+    Estimate e = E_.expect(f, law_);
+    if (!std::isfinite(e.value) || !std::isfinite(e.abs_error))
+      refuse(in, "the limit of '" + what + "' is not finite: its master-theorem expectation diverges",
+             "the integrand is not integrable under the Gaussian law of its arguments; check the nonlinearity");
+    return e;
+  }
+
+  // ---- MatMul: Z^{Wx} = Zhat^{Wx} + Zdot^{Wx} (primer section 2)
+  void compute_matmul(const ir::Instr& in) {
+    const ir::Matrix& M = p_.matrix_of(in.matrix);
+    const ir::Var& W = p_.vars[in.matrix];
+    if (M.dist != ir::MatrixDist::Gaussian)
+      refuse(in, "the limit pass covers Gaussian matrices; '" + W.name + "' is orthogonal",
+             "orthogonal matrices run in the finite-width executor (netsor run); declare gaussian(...) for a limit");
+    // W in R^{n1 x n2} with entries N(0, sigma^2/n2): Zhat^{W^T y} has the extra factor n1/n2.
+    double rho = p_.dim_ratio(W.rows) / p_.dim_ratio(W.cols);
+    int F = family_of(in.matrix, in.transposed, in.transposed ? M.variance * rho : M.variance);
+    VarId x = in.arg;
+
+    // Zhat: covariance sigma^2 E[Z^x Z^{x'}] with every earlier product by this W.
+    Family& fam = fam_[F];
+    int k = (int)fam.leaves.size();
+    Eigen::VectorXd row(k + 1);
+    double worst = rel_[x];
+    if (aff_[x].ok) {
+      auto s = sigma_times(aff_[x]);
+      double mx = mean_of(aff_[x]);
+      for (int j = 0; j < k; ++j) {
+        VarId xj = leaves_[fam.leaves[j]].arg;
+        row(j) = aff_[xj].ok ? second_moment(s, mx, aff_[xj]) : expect_product(x, xj, in, worst, 0.0);
+      }
+      row(k) = second_moment(s, mx, aff_[x]);
+    } else {
+      row(k) = expect_product(x, x, in, worst, 0.0);
+      for (int j = 0; j < k; ++j)
+        row(j) = expect_product(x, leaves_[fam.leaves[j]].arg, in, worst,
+                                std::sqrt(std::abs(row(k) * cov_[F](j, j) / fam.scale)));
+    }
+    row *= fam.scale;
+    // Grow the covariance by doubling, so that long programs stay linear in copies.
+    Eigen::MatrixXd& C = cov_[F];
+    if (C.rows() < k + 1) {
+      Eigen::MatrixXd bigger = Eigen::MatrixXd::Zero(std::max(8, 2 * (k + 1)), std::max(8, 2 * (k + 1)));
+      bigger.topLeftCorner(k, k) = C.topLeftCorner(k, k);
+      C.swap(bigger);
+    }
+    C.row(k).head(k + 1) = row.transpose();
+    C.col(k).head(k + 1) = row;
+    fam.mean.conservativeResize(k + 1);
+    fam.mean(k) = 0;
+    int leaf = new_leaf("Zhat[" + name(in.out) + "]", F, in.out, x);
+    set_leaf_z(in.out, leaf);
+    for (int j = 0; j < k; ++j) worst = std::max(worst, rel_[leaves_[fam_[F].leaves[j]].arg]);
+
+    // Zdot: scale * sum over the opposite family's products W^T y (or W x) of
+    // Z^y E[dZ^x / dZhat^{W^T y}]; the derivative runs through every earlier Z.
+    ZVar zv{in.out, nullptr, leaf, {}};
+    auto opp = matrix_family_.find({in.matrix, !in.transposed});
+    Expr z = var(leaf);
+    if (opp != matrix_family_.end()) {
+      const Family& G = fam_[opp->second];
+      std::vector<int> depends = aff_[x].ok ? std::vector<int>{} : free_vars(Z_[x]);
+      for (int gl : G.leaves) {
+        Estimate d;
+        if (aff_[x].ok) {
+          d = {aff_[x].at(gl), 0.0, "exact (linear)"};
+        } else {
+          if (!std::binary_search(depends.begin(), depends.end(), gl)) continue;
+          Expr dz = derivative(Z_[x], gl);
+          double c;
+          if (is_const(dz, &c)) d = {c, 0.0, "exact (constant derivative)"};
+          else d = expect(dz, in, "d" + name(x) + "/d" + leaves_[gl].name);
+        }
+        if (d.value == 0 && d.abs_error == 0) continue;
+        VarId y = leaves_[gl].arg;
+        double coef = fam_[F].scale * d.value;
+        zv.zdot.push_back({gl, d, coef});
+        z = add(z, mul(constant(coef), Z_[y]));
+        worst = std::max(worst, std::max(rel_[y], rel(d.abs_error, d.value, 1.0)));
+        if (aff_[in.out].ok && aff_[y].ok) aff_[in.out].axpy(coef, aff_[y]);
+        else aff_[in.out].ok = false;
+      }
+    }
+    inherit(in.out, x);
+    for (const auto& t : zv.zdot) {
+      inherit(in.out, leaves_[t.leaf].arg);
+      note(in.out, t.expectation.method);
+    }
+    Z_[in.out] = z;
+    zv.z = z;
+    rel_[in.out] = worst;
+    cache_mean(in.out);
+    zvars_.push_back(std::move(zv));
+  }
+
+  int family_of(VarId matrix, bool transposed, double scale) {
+    auto key = std::make_pair(matrix, transposed);
+    auto it = matrix_family_.find(key);
+    if (it != matrix_family_.end()) return it->second;
+    Family F;
+    F.name = name(matrix) + (transposed ? ".T" : "");
+    F.matrix = matrix;
+    F.transposed = transposed;
+    F.scale = scale;
+    F.mean.resize(0);
+    F.cov.resize(0, 0);
+    fam_.push_back(F);
+    cov_.emplace_back(0, 0);
+    matrix_family_[key] = (int)fam_.size() - 1;
+    return (int)fam_.size() - 1;
+  }
+
+  double expect_product(VarId a, VarId b, const ir::Instr& in, double& worst, double ref) {
+    Estimate e = expect(mul(Z_[a], Z_[b]), in, "E[" + name(a) + " * " + name(b) + "]");
+    worst = std::max(worst, rel(e.abs_error, e.value, ref));
+    note(in.out, e.method);
+    return e.value;
+  }
+
+  // Provenance: the numerical methods that went into a variable's Z.
+  void note(VarId v, const std::string& method) {
+    if (method.rfind("exact", 0) != 0) src_[v].insert(method);
+  }
+  void inherit(VarId to, VarId from) { src_[to].insert(src_[from].begin(), src_[from].end()); }
+  // Scalars enter coordinatewise expressions as their (deterministic) limits.
+  Expr with_scalar_limits(const Expr& e, double& worst, std::set<std::string>& sources) {
+    return substitute(e, [&](int id) -> Expr {
+      if (p_.vars[id].kind == ir::VarKind::Scalar) {
+        const Estimate& s = *scalar_[id];
+        worst = std::max(worst, s.abs_error / std::max(std::abs(s.value), 1e-300));
+        if (s.method.rfind("exact", 0) != 0) sources.insert(s.method);
+        sources.insert(s.inputs.begin(), s.inputs.end());
+        return constant(s.value);
+      }
+      worst = std::max(worst, rel_[id]);
+      sources.insert(src_[id].begin(), src_[id].end());
+      return var(id);
+    });
+  }
+
+  // The master theorem needs polynomially bounded nonlinearities (primer section 2).
+  void check_assumptions(const ir::Instr& in) {
+    auto random = [&](const Expr& e) {
+      for (int id : free_vars(e))
+        if (p_.vars[id].kind != ir::VarKind::Scalar) return true;
+      return false;
+    };
+    std::function<bool(const Expr&)> nonpositive = [&](const Expr& e) -> bool {
+      double c, p;
+      if (e->op == ExprOp::Neg && e->a->op == ExprOp::Pow && is_const(e->a->b, &p) && p == 2) return true;
+      if (e->op == ExprOp::Mul && is_const(e->a, &c) && c <= 0 && e->b->op == ExprOp::Pow && is_const(e->b->b, &p) &&
+          p == 2)
+        return true;
+      return false;
+    };
+    std::vector<const ExprNode*> stack{in.expr.get()};
+    std::map<const ExprNode*, bool> seen;
+    const char* hint = "the master theorem (primer section 2) covers polynomially bounded nonlinearities; "
+                       "the finite-width executor (netsor run) still runs this program";
+    while (!stack.empty()) {
+      const ExprNode* n = stack.back();
+      stack.pop_back();
+      if (seen[n]) continue;
+      seen[n] = true;
+      if (n->op == ExprOp::Div && random(n->b))
+        refuse(in, "division by a random vector in '" + name(in.out) + "' is not polynomially bounded", hint);
+      if (n->op == ExprOp::Call && n->fn == Fn::Log && random(n->a))
+        refuse(in, "log of a random vector in '" + name(in.out) + "' is not polynomially bounded", hint);
+      if (n->op == ExprOp::Call && n->fn == Fn::Exp && random(n->a) && !nonpositive(n->a))
+        refuse(in, "exp of a random vector in '" + name(in.out) + "' grows faster than any polynomial", hint);
+      double p;
+      if (n->op == ExprOp::Pow && random(n->a) && (!is_const(n->b, &p) || p < 0))
+        refuse(in, "a negative or random power of a random vector in '" + name(in.out) + "' is not polynomially bounded",
+               hint);
+      if (n->a) stack.push_back(n->a.get());
+      if (n->b) stack.push_back(n->b.get());
+    }
+  }
+
+  // ---- Nonlin: Z^y = phi(Z^x...; scalar limits)
+  void compute_nonlin(const ir::Instr& in) {
+    check_assumptions(in);
+    double worst = 0;
+    std::set<std::string> sources;
+    Expr e = with_scalar_limits(in.expr, worst, sources);
+    for (const auto& m : sources) note(in.out, m);
+    Z_[in.out] = substitute(e, [&](int id) { return Z_[id]; });
+    rel_[in.out] = worst;
+    std::vector<double> c;
+    double off;
+    AffineZ a;
+    if (as_affine(e, c, off)) {
+      a.ok = true;
+      a.off = off;
+      for (std::size_t id = 0; id < c.size() && a.ok; ++id) {
+        if (c[id] == 0) continue;
+        if (!aff_[id].ok) a.ok = false;
+        else a.axpy(c[id], aff_[id]);
+      }
+    }
+    aff_[in.out] = a.ok ? a : AffineZ{};
+    cache_mean(in.out);
+    zvars_.push_back({in.out, Z_[in.out], -1, {}});
+  }
+
+  // ---- Moment: theta = E phi(Z...) (master theorem)
+  void compute_moment(const ir::Instr& in) {
+    check_assumptions(in);
+    double worst = 0;
+    std::set<std::string> sources;
+    Expr e = with_scalar_limits(in.expr, worst, sources);
+    Estimate est;
+    if (!opt_.force_quadrature && exact_moment(e, est)) {
+      // exact covariance algebra over affine Z's
+    } else {
+      est = expect(substitute(e, [&](int id) { return Z_[id]; }), in, name(in.out));
+    }
+    est.abs_error += 2 * std::abs(est.value) * worst;
+    est.inputs = std::move(sources);
+    est.inputs.erase(est.method);
+    scalar_[in.out] = est;
+  }
+
+  // A moment that is a polynomial of degree <= 2 in affine Z's: exact.
+  bool exact_moment(const Expr& e, Estimate& out) {
+    double total = 0, scale = 0;
+    for (const auto& [coef, t] : additive_terms(e)) {
+      double c, p;
+      VarId a = -1, b = -1;
+      if (is_const(t, &c)) {
+        total += coef * c;
+        continue;
+      }
+      if (t->op == ExprOp::Var) a = t->var;
+      else if (t->op == ExprOp::Mul && t->a->op == ExprOp::Var && t->b->op == ExprOp::Var) a = t->a->var, b = t->b->var;
+      else if (t->op == ExprOp::Pow && t->a->op == ExprOp::Var && is_const(t->b, &p) && p == 2) a = b = t->a->var;
+      else return false;
+      if (!aff_[a].ok || (b >= 0 && !aff_[b].ok)) return false;
+      double v;
+      if (b < 0) {
+        v = mean_of(aff_[a]);
+      } else {
+        v = second_moment(sigma_times(aff_[a]), mean_of(aff_[a]), aff_[b]);
+      }
+      total += coef * v;
+      scale += std::abs(coef * v);
+    }
+    out = {total, scale * 1e-15 * std::max<std::size_t>(1, leaves_.size()), "exact (Gaussian algebra)"};
+    return true;
+  }
+
+  // ---- Scalar arithmetic: error propagated to first order.
+  void compute_scalar(const ir::Instr& in) {
+    auto value = [&](int id) { return scalar_[id]->value; };
+    double v = evaluate(in.expr, value);
+    double err = 0;
+    std::set<std::string> methods;
+    for (int id : free_vars(in.expr)) {
+      double d = evaluate(derivative(in.expr, id), value);
+      err += std::abs(d) * scalar_[id]->abs_error;
+      methods.insert(scalar_[id]->method);
+      methods.insert(scalar_[id]->inputs.begin(), scalar_[id]->inputs.end());
+    }
+    std::string method = methods.empty() ? "exact (constant)" : "arithmetic on moments";
+    if (!std::isfinite(v))
+      refuse(in, "the limit of '" + name(in.out) + "' is not finite (" + fmt(v) + ")",
+             "a division by a moment whose limit is 0?");
+    err += std::abs(v) * 1e-16;
+    Estimate est{v, err, method, {}};
+    for (const auto& m : methods)
+      if (m.rfind("exact", 0) != 0) est.inputs.insert(m);
+    scalar_[in.out] = est;
+  }
+};
+
+}  // namespace
+
+Result compute(const ir::Program& p, const Options& o) { return ZCalculus(p, o).run(); }
+
+}  // namespace netsor::limit
