@@ -3,6 +3,7 @@
 // each returning an estimate with an error bound estimate and the method used.
 #pragma once
 
+#include <Eigen/Dense>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -31,6 +32,11 @@ const Rule& gauss_hermite(int order);
 // to `tol` (relative to max(1, |I|)); the error estimate is their difference.
 // For smooth integrands.
 Result tensor_gauss_hermite(const Integrand& h, int dim, double tol);
+
+// The same with the integrand evaluated on all nodes at once: h receives the
+// node coordinates as dim arrays (one per coordinate) and returns the values.
+using BatchIntegrand = std::function<Eigen::ArrayXd(const std::vector<Eigen::ArrayXd>& xi)>;
+Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol);
 
 // A kink of the integrand: the hyperplane offset + normal . xi = 0.
 struct Hyperplane {

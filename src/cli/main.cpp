@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   auto* derive = app.add_subcommand("derive", "the derived theory: every Z, Gaussian family and scalar limit");
   add_common(derive, derive_o);
   derive->add_flag("--latex", latex, "LaTeX instead of plain text");
+  double tol = 1e-12;
+  limit->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
+      ->check(CLI::Range(1e-15, 1e-2))
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -109,6 +113,7 @@ int main(int argc, char** argv) {
       auto prog = netsor::compile_file(limit_o.file, options_of(limit_o));
       netsor::limit::Options lo;
       lo.force_quadrature = force_quadrature;
+      lo.tol = tol;
       auto res = netsor::limit::compute(prog, lo);
       if (limit_o.json) std::cout << netsor::cli::limit_json(res).dump(2) << "\n";
       else std::cout << netsor::cli::limit_table(limit_o.file, res);

@@ -1,7 +1,9 @@
 #include "report.hpp"
 
 #include <cmath>
+#include <functional>
 #include <iomanip>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -79,54 +81,101 @@ struct Names {
 
 }  // namespace
 
+namespace {
+
+// LaTeX for a coordinatewise expression.
+std::string latex_of(const Expr& e, const std::function<std::string(int)>& name) {
+  std::function<std::string(const Expr&, int)> go = [&](const Expr& x, int ctx) -> std::string {
+    std::string s;
+    int p = 5;
+    switch (x->op) {
+      case ExprOp::Const: s = num(x->value, 10); p = x->value < 0 ? 1 : 5; break;
+      case ExprOp::Var: s = name(x->var); break;
+      case ExprOp::Add: s = go(x->a, 1) + " + " + go(x->b, 2); p = 1; break;
+      case ExprOp::Sub: s = go(x->a, 1) + " - " + go(x->b, 2); p = 1; break;
+      case ExprOp::Mul: s = go(x->a, 2) + " \\, " + go(x->b, 3); p = 2; break;
+      case ExprOp::Div: s = "\\frac{" + go(x->a, 0) + "}{" + go(x->b, 0) + "}"; break;
+      case ExprOp::Neg: s = "-" + go(x->a, 4); p = 3; break;
+      case ExprOp::Pow: s = "{" + go(x->a, 5) + "}^{" + go(x->b, 0) + "}"; p = 4; break;
+      case ExprOp::Call: {
+        std::string f = fn_name(x->fn);
+        bool std_fn = f == "tanh" || f == "sin" || f == "cos" || f == "exp" || f == "log";
+        s = (std_fn ? "\\" + f : "\\operatorname{" + f + "}") + "\\left(" + go(x->a, 0) + "\\right)";
+        break;
+      }
+    }
+    return p < ctx ? "\\left(" + s + "\\right)" : s;
+  };
+  return go(e, 0);
+}
+
+}  // namespace
+
 std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex) {
   Names nm{p, r, latex};
   std::ostringstream o;
-  auto leafname = [&](int l) { return nm.leaf(l); };
+  std::map<int, double> scalar;
+  for (const auto& [v, e] : r.scalars) scalar[v] = e.value;
+  // Program variables print as Z[x] (or Z^{x}); scalars as their limits.
+  auto zname = [&](int id) -> std::string {
+    const auto& v = p.vars[id];
+    if (v.kind == ir::VarKind::Scalar) return latex ? "\\mathring{" + Names::tex(v.name) + "}" : v.name;
+    return latex ? "Z^{" + Names::tex(v.name) + "}" : "Z[" + v.name + "]";
+  };
+  auto expr = [&](const Expr& e) { return latex ? latex_of(e, zname) : to_string(e, zname); };
+  const char* c = latex ? "% " : "";
   if (latex) o << "\\begin{align*}\n";
-  o << (latex ? "% " : "") << "Gaussian families (independent of each other):\n";
+  o << c << "Gaussian families (independent of each other):\n";
   for (const auto& F : r.families) {
-    o << (latex ? "% " : "  ") << F.name << (F.matrix >= 0 ? "  (Zhat of products by " + F.name + ", scale " + num(F.scale, 6) + ")" : "  (initial vectors)") << ": ";
+    o << (latex ? "% " : "  ") << F.name
+      << (F.matrix >= 0 ? "  (Zhat of products by " + F.name + ", Cov = " + num(F.scale, 6) + " E[Z Z'])"
+                        : "  (initial vectors)")
+      << ": ";
     for (std::size_t i = 0; i < F.leaves.size(); ++i) o << (i ? ", " : "") << nm.leaf(F.leaves[i]);
     o << "\n";
-    if (!latex && F.leaves.size() <= 12) {
+    if (F.leaves.size() <= 12) {
       for (int i = 0; i < F.cov.rows(); ++i) {
-        o << "      [";
+        o << c << "      [";
         for (int j = 0; j < F.cov.cols(); ++j) o << (j ? " " : "") << std::setw(11) << num(F.cov(i, j), 6);
         o << " ]\n";
       }
     }
   }
-  o << (latex ? "% " : "") << "Z of every vector (primer section 2):\n";
+  o << c << "Z of every vector (primer section 2):\n";
   for (const auto& z : r.zvars) {
-    const std::string& v = p.vars[z.var].name;
-    if (latex) {
-      o << "Z^{" << Names::tex(v) << "} &= " << to_string(z.z, leafname) << " \\\\\n";
-      continue;
-    }
-    o << "  Z[" << v << "] = ";
-    if (z.zhat >= 0) {
-      o << nm.leaf(z.zhat);
-      for (const auto& t : z.zdot)
-        o << " + " << num(t.coef, 10) << " Z[" << p.vars[r.leaves[t.leaf].arg].name << "]";
-      if (!z.zdot.empty()) {
-        o << "\n      Zdot: ";
-        for (std::size_t i = 0; i < z.zdot.size(); ++i)
-          o << (i ? "; " : "") << "E[dZ/d" << nm.leaf(z.zdot[i].leaf) << "] = " << num(z.zdot[i].expectation.value, 10);
-      }
+    const auto& in = p.instrs[p.vars[z.var].def];
+    std::string lhs = zname(z.var);
+    std::string rhs;
+    if (in.op == ir::Op::MatMul) {
+      rhs = nm.leaf(z.zhat);
+      for (const auto& t : z.zdot) rhs += " + " + num(t.coef, 10) + (latex ? " \\, " : " ") + zname(r.leaves[t.leaf].arg);
+    } else if (in.op == ir::Op::Init) {
+      rhs = nm.leaf(z.zhat >= 0 ? z.zhat : 0);
+      for (std::size_t l = 0; l < r.leaves.size(); ++l)
+        if (r.leaves[l].var == z.var) rhs = nm.leaf((int)l);
     } else {
-      std::string s = to_string(z.z, leafname);
-      o << (s.size() > 200 ? s.substr(0, 200) + " ..." : s);
+      rhs = expr(in.expr);
     }
-    o << "\n";
+    if (latex) o << lhs << " &= " << rhs << " \\\\\n";
+    else o << "  " << lhs << " = " << rhs << "\n";
+    if (in.op == ir::Op::MatMul) {
+      const auto& fam = r.families[r.leaves[z.zhat].family];
+      for (const auto& t : z.zdot) {
+        o << (latex ? "% " : "      ") << "Zdot term: " << num(fam.scale, 6) << " * " << zname(r.leaves[t.leaf].arg)
+          << " * E[d" << zname(in.arg) << " / d" << (latex ? r.leaves[t.leaf].name : nm.leaf(t.leaf))
+          << "] = " << num(fam.scale, 6) << " * " << num(t.expectation.value, 12) << "  [" << t.expectation.method
+          << "]\n";
+      }
+    }
   }
-  o << (latex ? "% " : "") << "Scalars (deterministic limits):\n";
+  o << c << "Scalars (deterministic limits):\n";
   for (const auto& [v, e] : r.scalars) {
     const auto& in = p.instrs[p.vars[v].def];
-    std::string text = in.op == ir::Op::Moment ? "E[" + to_string(in.expr, [&](int id) { return p.vars[id].name; }) + "]"
-                                               : to_string(in.expr, [&](int id) { return p.vars[id].name; });
+    std::string text = in.op == ir::Op::Moment ? (latex ? "\\mathbb{E}\\left[" + expr(in.expr) + "\\right]"
+                                                        : "E[" + expr(in.expr) + "]")
+                                               : expr(in.expr);
     if (latex)
-      o << "\\mathring{" << Names::tex(p.vars[v].name) << "} &= " << num(e.value) << " \\\\\n";
+      o << zname(v) << " &= " << text << " = " << num(e.value) << " \\\\\n";
     else
       o << "  " << p.vars[v].name << " = " << text << " = " << num(e.value) << " ± " << err(e.abs_error) << "  ["
         << e.method << "]\n";

@@ -497,8 +497,18 @@ class Engine {
     quad::Result q;
     bool smooth = kinks.empty() && !unknown_kink;
     double tol = std::max(opt_.tol, 1e-14);
+    auto batch = [&](const std::vector<Eigen::ArrayXd>& xi) {
+      std::vector<Eigen::ArrayXd> at(m);
+      std::vector<const Eigen::ArrayXd*> ptr(m);
+      for (int i = 0; i < m; ++i) {
+        at[i] = Eigen::ArrayXd::Constant(xi[0].size(), mean(i));
+        for (int j = 0; j < r; ++j) at[i] += L(i, j) * xi[j];
+        ptr[i] = &at[i];
+      }
+      return tape.eval(ptr);
+    };
     if (smooth && r <= 4) {
-      q = quad::tensor_gauss_hermite(h, r, tol);
+      q = quad::tensor_gauss_hermite_batch(batch, r, tol);
       if (!q.converged && r <= 2) {
         auto g2 = quad::nested_gauss_kronrod(h, r, kinks, tol, 20'000'000);
         if (g2.converged) q = g2;
