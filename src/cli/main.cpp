@@ -8,6 +8,8 @@
 
 #include "netsor/frontend.hpp"
 #include "netsor/ir.hpp"
+#include "netsor/converge.hpp"
+#include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
 #include "report.hpp"
 
@@ -55,6 +57,57 @@ netsor::FrontendOptions options_of(const Common& c) {
   return o;
 }
 
+// "20G", "512M", "1000000" -> bytes.
+std::size_t parse_bytes(const std::string& s) {
+  std::size_t used = 0;
+  double v = std::stod(s, &used);
+  std::string unit = s.substr(used);
+  double mult = unit.empty() || unit == "B" ? 1 : unit == "K" ? 1024.0 : unit == "M" ? 1048576.0
+              : unit == "G" ? 1073741824.0 : -1;
+  if (mult < 0 || v <= 0) throw CLI::ValidationError("--memory", "expected bytes like 20G, 512M or 1000000");
+  return std::size_t(v * mult);
+}
+
+struct RunFlags {
+  int seeds = 8;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  bool float32 = false;
+  std::string memory;
+};
+
+void add_run_flags(CLI::App* sub, RunFlags& f) {
+  sub->add_option("--seeds", f.seeds, "independent samples of all random objects")->check(CLI::Range(1, 100000))->capture_default_str();
+  sub->add_option("--seed", f.seed, "base seed: fixes every number, whatever the thread count")->capture_default_str();
+  sub->add_option("--threads", f.threads, "threads (0: all cores)")->check(CLI::Range(0, 1024));
+  sub->add_flag("--float32", f.float32, "matrices and their products in single precision");
+  sub->add_option("--memory", f.memory, "memory limit, e.g. 20G (default: 80% of physical memory)");
+}
+
+netsor::exec::Options run_options(const RunFlags& f) {
+  netsor::exec::Options o;
+  o.seeds = f.seeds;
+  o.seed = f.seed;
+  o.threads = f.threads;
+  o.float32 = f.float32;
+  if (!f.memory.empty()) o.memory_limit = parse_bytes(f.memory);
+  return o;
+}
+
+// A progress bar on stderr, only when it is a terminal.
+struct Progress {
+  bool on = isatty(fileno(stderr));
+  void show(const std::string& what, int done, int total) const {
+    if (!on) return;
+    int w = 30, k = total ? done * w / total : w;
+    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total
+              << "   " << std::flush;
+  }
+  void clear() const {
+    if (on) std::cerr << "\r" << std::string(78, ' ') << "\r" << std::flush;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +134,22 @@ int main(int argc, char** argv) {
   limit->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
       ->check(CLI::Range(1e-15, 1e-2))
       ->capture_default_str();
+
+  Common run_o, conv_o;
+  RunFlags run_f, conv_f;
+  std::int64_t width = 1024;
+  auto* run = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
+  add_common(run, run_o);
+  run->add_option("--width", width, "the width n")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))->capture_default_str();
+  add_run_flags(run, run_f);
+  std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
+  std::string csv_path, plot_path;
+  auto* conv = app.add_subcommand("converge", "the finite-width runs beside the limit: errors, fitted rate, verdict");
+  add_common(conv, conv_o);
+  conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+  add_run_flags(conv, conv_f);
+  conv->add_option("--csv", csv_path, "write the table as CSV");
+  conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)");
 
   try {
     app.parse(argc, argv);
@@ -124,6 +193,39 @@ int main(int argc, char** argv) {
       auto res = netsor::limit::compute(prog);
       if (derive_o.json) std::cout << netsor::cli::derive_json(prog, res).dump(2) << "\n";
       else std::cout << netsor::cli::derive_text(prog, res, latex);
+      return kOk;
+    }
+    if (run->parsed()) {
+      auto prog = netsor::compile_file(run_o.file, options_of(run_o));
+      auto o = run_options(run_f);
+      o.width = width;
+      Progress bar;
+      o.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
+      auto r = netsor::exec::run(prog, o);
+      bar.clear();
+      if (run_o.json) {
+        nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
+        for (const auto& q : r.quantities) j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}};
+        std::cout << j.dump(2) << "\n";
+      } else {
+        std::cout << netsor::cli::run_table(run_o.file, r);
+      }
+      return kOk;
+    }
+    if (conv->parsed()) {
+      auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
+      netsor::exec::ConvergeOptions o;
+      o.widths = widths;
+      std::sort(o.widths.begin(), o.widths.end());
+      o.run = run_options(conv_f);
+      Progress bar;
+      o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
+      auto r = netsor::exec::converge(prog, o);
+      bar.clear();
+      if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
+      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
+      if (conv_o.json) std::cout << netsor::cli::converge_json(r).dump(2) << "\n";
+      else std::cout << netsor::cli::converge_table(conv_o.file, r);
       return kOk;
     }
     if (print->parsed()) {

@@ -1,6 +1,7 @@
 #include "report.hpp"
 
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <map>
@@ -217,6 +218,76 @@ nlohmann::json derive_json(const ir::Program& p, const limit::Result& r) {
   for (const auto& [v, e] : r.scalars)
     j["scalars"][p.vars[v].name] = {{"value", e.value}, {"abs_error", e.abs_error}, {"method", e.method}};
   return j;
+}
+
+std::string run_table(const std::string& file, const exec::RunResult& r) {
+  std::ostringstream o;
+  std::size_t w = 8;
+  for (const auto& q : r.quantities) w = std::max(w, q.name.size());
+  o << file << ": width " << r.width << ", " << r.seeds << " seed" << (r.seeds == 1 ? "" : "s") << "\n";
+  o << "  " << std::left << std::setw(w) << "quantity" << "  " << std::setw(22) << "mean" << "  sem\n";
+  for (const auto& q : r.quantities)
+    o << "  " << std::left << std::setw(w) << q.name << "  " << std::setw(22) << num(q.mean, 12) << "  " << err(q.sem)
+      << "\n";
+  return o.str();
+}
+
+std::string converge_table(const std::string& file, const exec::ConvergeResult& r) {
+  std::ostringstream o;
+  o << file << ": " << r.seeds << " seeds per width\n";
+  for (const auto& n : r.notes) o << "  note: " << n << "\n";
+  for (const auto& s : r.series) {
+    o << "\n" << s.name << "   limit " << num(s.limit.value, 12) << " ± " << err(s.limit.abs_error) << "  ["
+      << s.limit.method << "]\n";
+    o << "    " << std::right << std::setw(7) << "width" << "  " << std::setw(20) << "mean ± sem" << "  "
+      << std::setw(10) << "|mean-lim|" << "  " << std::setw(10) << "rms error" << "\n";
+    for (const auto& row : s.rows) {
+      std::ostringstream ms;
+      ms << num(row.mean, 7) << " ± " << err(row.sem);
+      o << "    " << std::setw(7) << row.width << "  " << std::setw(20) << ms.str() << "  " << std::setw(10)
+        << err(row.error) << "  " << std::setw(10) << err(row.rmse) << "\n";
+    }
+    o << "    slope of log(rms error) vs log(width): " << (std::isnan(s.slope) ? std::string("n/a") : num(s.slope, 3))
+      << "  ->  " << s.verdict << "\n";
+  }
+  return o.str();
+}
+
+std::string converge_csv(const exec::ConvergeResult& r) {
+  std::ostringstream o;
+  o << "quantity,width,mean,sem,limit,limit_error,abs_error,rmse\n";
+  o << std::setprecision(17);
+  for (const auto& s : r.series)
+    for (const auto& row : s.rows)
+      o << s.name << "," << row.width << "," << row.mean << "," << row.sem << "," << s.limit.value << ","
+        << s.limit.abs_error << "," << row.error << "," << row.rmse << "\n";
+  return o.str();
+}
+
+nlohmann::json converge_json(const exec::ConvergeResult& r) {
+  using nlohmann::json;
+  json j;
+  j["limit"] = json::object();
+  j["rows"] = json::array();
+  j["slopes"] = json::object();
+  j["verdicts"] = json::object();
+  j["seeds"] = r.seeds;
+  j["notes"] = r.notes;
+  for (const auto& s : r.series) {
+    j["limit"][s.name] = {{"value", s.limit.value}, {"abs_error", s.limit.abs_error}, {"method", s.limit.method}};
+    for (const auto& row : s.rows)
+      j["rows"].push_back({{"quantity", s.name}, {"width", row.width}, {"mean", row.mean}, {"sem", row.sem},
+                           {"abs_error", row.error}, {"rmse", row.rmse}});
+    j["slopes"][s.name] = std::isnan(s.slope) ? json(nullptr) : json(s.slope);
+    j["verdicts"][s.name] = s.verdict;
+  }
+  return j;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+  if (!f) throw std::runtime_error("cannot write '" + path + "'");
 }
 
 }  // namespace netsor::cli

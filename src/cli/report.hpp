@@ -5,6 +5,8 @@
 #include <string>
 
 #include "netsor/ir.hpp"
+#include "netsor/converge.hpp"
+#include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
 
 namespace netsor::cli {
@@ -13,5 +15,11 @@ std::string limit_table(const std::string& file, const limit::Result& r);
 nlohmann::json limit_json(const limit::Result& r);
 std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex);
 nlohmann::json derive_json(const ir::Program& p, const limit::Result& r);
+std::string run_table(const std::string& file, const exec::RunResult& r);
+std::string converge_table(const std::string& file, const exec::ConvergeResult& r);
+std::string converge_csv(const exec::ConvergeResult& r);
+nlohmann::json converge_json(const exec::ConvergeResult& r);
+// Writes a file; throws std::runtime_error naming the path on failure.
+void write_file(const std::string& path, const std::string& text);
 
 }  // namespace netsor::cli

@@ -1,0 +1,48 @@
+// Convergence checking: the executor at growing widths beside the limit pass.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "netsor/exec.hpp"
+#include "netsor/limit.hpp"
+
+namespace netsor::exec {
+
+struct ConvergeOptions {
+  std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
+  Options run;  // seeds, seed, threads, float32, memory limit (width is set per row)
+  limit::Options limit;
+  std::function<void(std::int64_t width, int done, int total)> progress;
+};
+
+struct Row {
+  std::int64_t width = 0;
+  double mean = 0, sem = 0;
+  double error = 0;  // |mean - limit|
+  double rmse = 0;   // sqrt(mean over seeds of (value - limit)^2): the typical error of one run
+};
+
+struct Series {
+  std::string name;
+  limit::Estimate limit;
+  std::vector<Row> rows;
+  double slope = 0;         // fitted d log(rmse) / d log(width); about -1/2 when converging
+  double growth = 0;        // fitted d log|mean| / d log(width)
+  std::string verdict;      // "converging", "not converging", "within noise", "exact", "unstable ..."
+};
+
+struct ConvergeResult {
+  std::vector<std::int64_t> widths;  // those that ran
+  std::vector<std::string> notes;    // widths skipped (memory) and why
+  int seeds = 0;
+  std::vector<Series> series;
+};
+
+ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o);
+
+// Log-log plot of rmse against width with the n^{-1/2} guide line: a
+// self-contained SVG document.
+std::string svg_plot(const ConvergeResult& r, const std::string& title);
+
+}  // namespace netsor::exec

@@ -1,0 +1,48 @@
+// The finite-width executor: the same IR run at a concrete width n with real
+// random matrices (Eigen), to check that the limit is what wide networks do.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "netsor/ir.hpp"
+
+namespace netsor::exec {
+
+struct Options {
+  std::int64_t width = 1024;   // n; other widths are ratio * n (rounded)
+  int seeds = 1;               // independent samples of every random object
+  std::uint64_t seed = 0;      // base seed: fixes every number, whatever the thread count
+  int threads = 0;             // 0: all cores; seeds run in parallel
+  bool float32 = false;        // matrices and products in single precision
+  std::size_t memory_limit = 0;  // bytes; 0: 80% of physical memory
+  std::function<void(int done, int total)> progress;  // called after each seed
+};
+
+struct QuantityStats {
+  std::string name;
+  double mean = 0;
+  double sem = 0;                 // standard error of the mean over seeds (0 for one seed)
+  std::vector<double> per_seed;   // in seed order
+};
+
+struct RunResult {
+  std::int64_t width = 0;
+  int seeds = 0;
+  std::vector<QuantityStats> quantities;  // the program's reports, in order
+  std::size_t peak_bytes = 0;             // per concurrently running seed
+  int concurrent = 1;
+};
+
+// Peak memory of one seed at this width (matrices live from first to last use,
+// vectors likewise), computed from the schedule without allocating anything.
+std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32);
+std::size_t default_memory_limit();
+
+// Runs the program; throws ProgramError if one seed does not fit in the
+// memory limit (before allocating), naming the bytes it would need.
+RunResult run(const ir::Program& p, const Options& o);
+
+}  // namespace netsor::exec

@@ -1,0 +1,417 @@
+// The finite-width executor (include/netsor/exec.hpp).
+//
+// Schedule: instructions are grouped by dependency level; within a level,
+// products by the same matrix (and the same side, W or W^T) do not depend on
+// each other and run as one GEMM. Matrices are sampled at their first use and
+// freed after their last, and so are vectors; the peak is computed from the
+// schedule before anything is allocated.
+//
+// Random numbers: every random object (matrix, Gaussian family) of every seed
+// is sampled from its own streams, one per block of 64 columns, each an
+// mt19937_64 seeded by (base seed, seed index, object, block). A seed therefore
+// fixes every number whatever the number of threads. Normals come from Boost's
+// ziggurat sampler.
+#include "netsor/exec.hpp"
+
+#include <unistd.h>
+
+#include <Eigen/Dense>
+#include <atomic>
+#include <boost/random/normal_distribution.hpp>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "netsor/tape.hpp"
+
+namespace netsor::exec {
+namespace {
+
+using ir::Op;
+using ir::VarId;
+
+constexpr int kBlock = 64;  // columns per random stream
+
+std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
+  if (d.is_finite()) return d.finite;
+  return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
+}
+
+// ------------------------------------------------------------ schedule
+
+struct Group {
+  Op op;
+  VarId matrix = -1;  // MatMul groups
+  bool transposed = false;
+  std::vector<int> instrs;
+};
+
+struct Schedule {
+  std::vector<std::vector<Group>> levels;
+  std::vector<int> level_of;             // per instruction
+  std::vector<int> last_use;             // per var: last level reading it (-1: none)
+  std::map<VarId, std::pair<int, int>> matrix_span;  // first and last level using each matrix
+};
+
+std::vector<VarId> operands(const ir::Instr& in) {
+  if (in.op == Op::MatMul) return {in.arg};
+  if (in.op == Op::Init) return {};
+  return free_vars(in.expr);
+}
+
+Schedule make_schedule(const ir::Program& p) {
+  Schedule s;
+  s.level_of.assign(p.instrs.size(), 0);
+  s.last_use.assign(p.vars.size(), -1);
+  int top = 0;
+  for (std::size_t i = 0; i < p.instrs.size(); ++i) {
+    int lv = 0;
+    for (VarId v : operands(p.instrs[i]))
+      if (p.vars[v].def >= 0) lv = std::max(lv, s.level_of[p.vars[v].def] + 1);
+    s.level_of[i] = lv;
+    top = std::max(top, lv);
+  }
+  s.levels.resize(top + 1);
+  for (std::size_t i = 0; i < p.instrs.size(); ++i) {
+    const auto& in = p.instrs[i];
+    int lv = s.level_of[i];
+    for (VarId v : operands(in)) s.last_use[v] = std::max(s.last_use[v], lv);
+    auto& groups = s.levels[lv];
+    Group* g = nullptr;
+    if (in.op == Op::MatMul) {
+      auto& span = s.matrix_span.try_emplace(in.matrix, lv, lv).first->second;
+      span.first = std::min(span.first, lv);
+      span.second = std::max(span.second, lv);
+      for (auto& cand : groups)
+        if (cand.op == Op::MatMul && cand.matrix == in.matrix && cand.transposed == in.transposed) g = &cand;
+    }
+    if (!g) {
+      groups.push_back({in.op, in.op == Op::MatMul ? in.matrix : -1, in.transposed, {}});
+      g = &groups.back();
+    }
+    g->instrs.push_back((int)i);
+  }
+  // Within a level: initial vectors, then products, then the rest in program order.
+  for (auto& groups : s.levels)
+    std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
+      auto rank = [](Op o) { return o == Op::Init ? 0 : o == Op::MatMul ? 1 : 2; };
+      return rank(a.op) < rank(b.op);
+    });
+  return s;
+}
+
+std::size_t vector_bytes(const ir::Program& p, VarId v, std::int64_t n) {
+  const auto& var = p.vars[v];
+  if (var.kind == ir::VarKind::Scalar) return 0;
+  return std::size_t(dim_size(p, var.rows, n)) * sizeof(double);
+}
+
+std::size_t matrix_bytes(const ir::Program& p, VarId m, std::int64_t n, bool f32) {
+  const auto& var = p.vars[m];
+  return std::size_t(dim_size(p, var.rows, n)) * std::size_t(dim_size(p, var.cols, n)) * (f32 ? 4 : 8);
+}
+
+std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32) {
+  std::size_t live = 0, peak = 0;
+  for (std::size_t lv = 0; lv < s.levels.size(); ++lv) {
+    std::size_t staging = 0;
+    for (const auto& [m, span] : s.matrix_span)
+      if (span.first == (int)lv) live += matrix_bytes(p, m, n, f32);
+    for (const auto& g : s.levels[lv]) {
+      std::size_t out = 0;
+      for (int i : g.instrs) out += vector_bytes(p, p.instrs[i].out, n);
+      live += out;
+      // A batched product stages its inputs and outputs as matrices; a family
+      // samples all members at once.
+      if (g.op == Op::MatMul || g.op == Op::Init) staging = std::max(staging, 2 * out * (f32 ? 2 : 1));
+      // The tape keeps one array per expression node while it evaluates.
+      if (g.op == Op::Nonlin || g.op == Op::Moment)
+        for (int i : g.instrs) {
+          std::size_t len = 0;
+          for (VarId v : operands(p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
+          staging = std::max(staging, node_count(p.instrs[i].expr) * len);
+        }
+    }
+    peak = std::max(peak, live + staging);
+    for (const auto& [m, span] : s.matrix_span)
+      if (span.second == (int)lv) live -= matrix_bytes(p, m, n, f32);
+    for (const auto& g : s.levels[lv])
+      for (int i : g.instrs) {
+        VarId v = p.instrs[i].out;
+        if (s.last_use[v] <= (int)lv) live -= vector_bytes(p, v, n);
+      }
+    for (std::size_t v = 0; v < p.vars.size(); ++v)
+      if (s.last_use[v] == (int)lv && p.vars[v].def >= 0 && s.level_of[p.vars[v].def] < (int)lv)
+        live -= vector_bytes(p, (VarId)v, n);
+  }
+  return peak;
+}
+
+// ------------------------------------------------------------ one seed
+
+std::mt19937_64 stream(std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, std::uint64_t block) {
+  std::seed_seq sq{std::uint32_t(base), std::uint32_t(base >> 32), std::uint32_t(seed_index),
+                   std::uint32_t(seed_index >> 32), std::uint32_t(object), std::uint32_t(block)};
+  return std::mt19937_64(sq);
+}
+
+// Fills a rows x cols matrix with N(0, 1) entries, in parallel over column
+// blocks (each block its own stream).
+template <class M>
+void fill_normal(M& out, std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, int threads) {
+  const Eigen::Index cols = out.cols(), rows = out.rows();
+  const Eigen::Index blocks = (cols + kBlock - 1) / kBlock;
+  std::atomic<Eigen::Index> next{0};
+  auto work = [&] {
+    boost::random::normal_distribution<double> N;
+    for (Eigen::Index b; (b = next++) < blocks;) {
+      auto g = stream(base, seed_index, object, b);
+      Eigen::Index c0 = b * kBlock, c1 = std::min(cols, c0 + kBlock);
+      for (Eigen::Index c = c0; c < c1; ++c)
+        for (Eigen::Index r = 0; r < rows; ++r) out(r, c) = typename M::Scalar(N(g));
+    }
+  };
+  int t = std::max(1, std::min<int>(threads, (int)blocks));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < t; ++i) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+}
+
+class SeedRun {
+ public:
+  SeedRun(const ir::Program& p, const Schedule& s, const Options& o, std::uint64_t seed_index, int gen_threads)
+      : p_(p), s_(s), o_(o), seed_(seed_index), threads_(gen_threads) {
+    vec_.resize(p.vars.size());
+    scal_.assign(p.vars.size(), 0.0);
+    matd_.resize(p.vars.size());
+    matf_.resize(p.vars.size());
+    family_.resize(p.families.size());
+    taken_.assign(p.families.size(), 0);
+  }
+
+  std::vector<double> run() {
+    for (std::size_t lv = 0; lv < s_.levels.size(); ++lv) {
+      for (const auto& g : s_.levels[lv]) {
+        switch (g.op) {
+          case Op::Init: for (int i : g.instrs) init(p_.instrs[i]); break;
+          case Op::MatMul: matmul(g); break;
+          case Op::Nonlin: for (int i : g.instrs) nonlin(p_.instrs[i]); break;
+          case Op::Moment: for (int i : g.instrs) moment(p_.instrs[i]); break;
+          case Op::Scalar: for (int i : g.instrs) scalar(p_.instrs[i]); break;
+        }
+      }
+      release(lv);
+    }
+    std::vector<double> out;
+    for (const auto& r : p_.reports) out.push_back(scal_[r.var]);
+    return out;
+  }
+
+ private:
+  const ir::Program& p_;
+  const Schedule& s_;
+  const Options& o_;
+  std::uint64_t seed_;
+  int threads_;
+  std::vector<Eigen::ArrayXd> vec_;
+  std::vector<double> scal_;
+  std::vector<Eigen::MatrixXd> matd_;
+  std::vector<Eigen::MatrixXf> matf_;
+  std::vector<Eigen::MatrixXd> family_;  // sampled members, until all are taken
+  std::vector<std::size_t> taken_;
+
+  std::int64_t size(const ir::Dim& d) const { return dim_size(p_, d, o_.width); }
+  // Object ids for streams: matrices by var id, families after them.
+  std::uint64_t matrix_object(VarId m) const { return std::uint64_t(m); }
+  std::uint64_t family_object(int f) const { return p_.vars.size() + std::uint64_t(f); }
+
+  void release(std::size_t lv) {
+    for (const auto& [m, span] : s_.matrix_span)
+      if (span.second == (int)lv) {
+        matd_[m] = Eigen::MatrixXd();
+        matf_[m] = Eigen::MatrixXf();
+      }
+    for (std::size_t v = 0; v < p_.vars.size(); ++v)
+      if (s_.last_use[v] == (int)lv || (s_.last_use[v] < 0 && p_.vars[v].def >= 0 && s_.level_of[p_.vars[v].def] == (int)lv))
+        vec_[v] = Eigen::ArrayXd();
+  }
+
+  void init(const ir::Instr& in) {
+    const auto& f = p_.families[in.family];
+    Eigen::MatrixXd& X = family_[in.family];
+    if (X.size() == 0) {
+      // Coordinates iid N(mean, cov): X = 1 mean^T + G L^T with cov = L L^T from
+      // an eigendecomposition (cov may be singular).
+      std::int64_t n = size(p_.vars[in.out].rows);
+      std::int64_t k = (std::int64_t)f.members.size();
+      Eigen::MatrixXd G(n, k);
+      fill_normal(G, o_.seed, seed_, family_object(in.family), threads_);
+      Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(f.cov);
+      Eigen::MatrixXd L = es.eigenvectors() * es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
+      X = G * L.transpose();
+      X.rowwise() += f.mean.transpose();
+    }
+    vec_[in.out] = X.col(in.member).array();
+    if (++taken_[in.family] == f.members.size()) X = Eigen::MatrixXd();
+  }
+
+  template <class M>
+  const M& matrix(VarId m, std::vector<M>& store) {
+    M& W = store[m];
+    if (W.size() != 0) return W;
+    const ir::Var& v = p_.vars[m];
+    const ir::Matrix& spec = p_.matrix_of(m);
+    std::int64_t rows = size(v.rows), cols = size(v.cols);
+    W.resize(rows, cols);
+    fill_normal(W, o_.seed, seed_, matrix_object(m), threads_);
+    if (spec.dist == ir::MatrixDist::Orthogonal) {
+      // Haar: Q of a Gaussian matrix's QR, with the signs of R's diagonal.
+      Eigen::MatrixXd G = W.template cast<double>();
+      Eigen::HouseholderQR<Eigen::MatrixXd> qr(G);
+      Eigen::MatrixXd Q = qr.householderQ();
+      Eigen::VectorXd d = qr.matrixQR().diagonal().array().sign();
+      W = (Q * d.asDiagonal() * std::sqrt(spec.variance)).template cast<typename M::Scalar>();
+    } else {
+      // Entries N(0, var / fan_in) (primer section 1).
+      W *= typename M::Scalar(std::sqrt(spec.variance / double(cols)));
+    }
+    return W;
+  }
+
+  void matmul(const Group& g) {
+    const ir::Var& W = p_.vars[g.matrix];
+    std::int64_t in_dim = size(g.transposed ? W.rows : W.cols);
+    Eigen::MatrixXd X(in_dim, (Eigen::Index)g.instrs.size());
+    for (std::size_t j = 0; j < g.instrs.size(); ++j) X.col(j) = vec_[p_.instrs[g.instrs[j]].arg].matrix();
+    Eigen::MatrixXd Y;
+    if (o_.float32) {
+      const Eigen::MatrixXf& M = matrix(g.matrix, matf_);
+      Eigen::MatrixXf Xf = X.cast<float>();
+      Y = (g.transposed ? Eigen::MatrixXf(M.transpose() * Xf) : Eigen::MatrixXf(M * Xf)).cast<double>();
+    } else {
+      const Eigen::MatrixXd& M = matrix(g.matrix, matd_);
+      Y = g.transposed ? Eigen::MatrixXd(M.transpose() * X) : Eigen::MatrixXd(M * X);
+    }
+    for (std::size_t j = 0; j < g.instrs.size(); ++j) vec_[p_.instrs[g.instrs[j]].out] = Y.col(j).array();
+  }
+
+  // Scalars enter as their values at this width; vectors through the tape.
+  Eigen::ArrayXd coordinatewise(const ir::Instr& in) {
+    Expr e = substitute(in.expr, [&](int id) -> Expr {
+      return p_.vars[id].kind == ir::VarKind::Scalar ? constant(scal_[id]) : var(id);
+    });
+    std::vector<int> ids = free_vars(e);
+    std::map<int, int> slot;
+    std::vector<const Eigen::ArrayXd*> args;
+    for (int id : ids) {
+      slot[id] = (int)args.size();
+      args.push_back(&vec_[id]);
+    }
+    Tape t(e, [&](int id) { return slot.at(id); });
+    if (args.empty()) {
+      // A constant expression: the vector is that constant.
+      std::vector<double> work;
+      return Eigen::ArrayXd::Constant(size(p_.vars[in.out].rows), t.eval(nullptr, work));
+    }
+    return t.eval(args);
+  }
+
+  void nonlin(const ir::Instr& in) { vec_[in.out] = coordinatewise(in); }
+
+  void moment(const ir::Instr& in) {
+    // (1/n_i) sum over the coordinates of the vectors' own width.
+    bool any_vector = false;
+    for (int id : free_vars(in.expr)) any_vector |= p_.vars[id].kind != ir::VarKind::Scalar;
+    if (!any_vector) {
+      scal_[in.out] = evaluate(in.expr, [&](int id) { return scal_[id]; });
+      return;
+    }
+    scal_[in.out] = coordinatewise(in).mean();
+  }
+
+  void scalar(const ir::Instr& in) { scal_[in.out] = evaluate(in.expr, [&](int id) { return scal_[id]; }); }
+};
+
+}  // namespace
+
+std::size_t default_memory_limit() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return std::size_t(8) << 30;
+  return std::size_t(0.8 * double(pages) * double(page));
+}
+
+std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32) {
+  return peak_of(p, make_schedule(p), width, float32);
+}
+
+RunResult run(const ir::Program& p, const Options& o) {
+  Schedule s = make_schedule(p);
+  RunResult res;
+  res.width = o.width;
+  res.seeds = o.seeds;
+  res.peak_bytes = peak_of(p, s, o.width, o.float32);
+  std::size_t limit = o.memory_limit ? o.memory_limit : default_memory_limit();
+  if (res.peak_bytes > limit) {
+    Diagnostic d;
+    if (!p.vars.empty()) d.loc.file = p.vars[0].loc.file;
+    std::ostringstream m;
+    m << "width " << o.width << " needs " << res.peak_bytes << " bytes (" << std::fixed;
+    m.precision(1);
+    m << double(res.peak_bytes) / double(1ull << 30) << " GiB) for one seed; the memory limit is " << limit
+      << " bytes (" << double(limit) / double(1ull << 30) << " GiB)";
+    d.message = m.str();
+    d.hint = "use a smaller --width, --float32 for the matrices, or raise --memory";
+    throw ProgramError(d);
+  }
+  int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  int concurrent = std::max(1, std::min({threads, o.seeds, int(limit / std::max<std::size_t>(res.peak_bytes, 1))}));
+  res.concurrent = concurrent;
+  int gen_threads = std::max(1, threads / concurrent);
+
+  std::vector<std::vector<double>> values(o.seeds);
+  std::atomic<int> next{0}, done{0};
+  std::mutex mu;
+  std::exception_ptr error;
+  auto worker = [&] {
+    for (int sd; (sd = next++) < o.seeds;) {
+      try {
+        values[sd] = SeedRun(p, s, o, std::uint64_t(sd), gen_threads).run();
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+        return;
+      }
+      int d = ++done;
+      if (o.progress) {
+        std::lock_guard<std::mutex> lock(mu);
+        o.progress(d, o.seeds);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < concurrent; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+
+  for (std::size_t q = 0; q < p.reports.size(); ++q) {
+    QuantityStats st;
+    st.name = p.reports[q].name;
+    for (int sd = 0; sd < o.seeds; ++sd) st.per_seed.push_back(values[sd][q]);
+    double mean = 0;
+    for (double v : st.per_seed) mean += v;
+    mean /= o.seeds;
+    double var = 0;
+    for (double v : st.per_seed) var += (v - mean) * (v - mean);
+    st.mean = mean;
+    st.sem = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1) / o.seeds) : 0.0;
+    res.quantities.push_back(st);
+  }
+  return res;
+}
+
+}  // namespace netsor::exec
