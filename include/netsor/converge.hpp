@@ -11,13 +11,18 @@ namespace netsor::exec {
 
 struct ConvergeOptions {
   std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
-  Options run;  // seeds, seed, threads, float32, memory limit (width is set per row)
+  // seeds (at the largest width), seed, threads, float32, memory limit. A
+  // smaller width n runs seeds * min(8, n_max / n) seeds: its runs are cheaper
+  // (cost ~ n^2) and more seeds there steady the fitted rate.
+  Options run;
+  bool more_seeds_when_small = true;
   limit::Options limit;
   std::function<void(std::int64_t width, int done, int total)> progress;
 };
 
 struct Row {
   std::int64_t width = 0;
+  int seeds = 0;
   double mean = 0, sem = 0;
   double error = 0;  // |mean - limit|
   double rmse = 0;   // sqrt(mean over seeds of (value - limit)^2): the typical error of one run
@@ -35,7 +40,7 @@ struct Series {
 struct ConvergeResult {
   std::vector<std::int64_t> widths;  // those that ran
   std::vector<std::string> notes;    // widths skipped (memory) and why
-  int seeds = 0;
+  int seeds = 0;  // at the largest width
   std::vector<Series> series;
 };
 

@@ -234,17 +234,17 @@ std::string run_table(const std::string& file, const exec::RunResult& r) {
 
 std::string converge_table(const std::string& file, const exec::ConvergeResult& r) {
   std::ostringstream o;
-  o << file << ": " << r.seeds << " seeds per width\n";
+  o << file << ": " << r.seeds << " seeds at the largest width (more at smaller widths)\n";
   for (const auto& n : r.notes) o << "  note: " << n << "\n";
   for (const auto& s : r.series) {
     o << "\n" << s.name << "   limit " << num(s.limit.value, 12) << " ± " << err(s.limit.abs_error) << "  ["
       << s.limit.method << "]\n";
-    o << "    " << std::right << std::setw(7) << "width" << "  " << std::setw(20) << "mean ± sem" << "  "
+    o << "    " << std::right << std::setw(7) << "width" << "  " << std::setw(5) << "seeds" << "  " << std::setw(20) << "mean ± sem" << "  "
       << std::setw(10) << "|mean-lim|" << "  " << std::setw(10) << "rms error" << "\n";
     for (const auto& row : s.rows) {
       std::ostringstream ms;
       ms << num(row.mean, 7) << " ± " << err(row.sem);
-      o << "    " << std::setw(7) << row.width << "  " << std::setw(20) << ms.str() << "  " << std::setw(10)
+      o << "    " << std::setw(7) << row.width << "  " << std::setw(5) << row.seeds << "  " << std::setw(20) << ms.str() << "  " << std::setw(10)
         << err(row.error) << "  " << std::setw(10) << err(row.rmse) << "\n";
     }
     o << "    slope of log(rms error) vs log(width): " << (std::isnan(s.slope) ? std::string("n/a") : num(s.slope, 3))
@@ -255,11 +255,11 @@ std::string converge_table(const std::string& file, const exec::ConvergeResult& 
 
 std::string converge_csv(const exec::ConvergeResult& r) {
   std::ostringstream o;
-  o << "quantity,width,mean,sem,limit,limit_error,abs_error,rmse\n";
+  o << "quantity,width,seeds,mean,sem,limit,limit_error,abs_error,rmse\n";
   o << std::setprecision(17);
   for (const auto& s : r.series)
     for (const auto& row : s.rows)
-      o << s.name << "," << row.width << "," << row.mean << "," << row.sem << "," << s.limit.value << ","
+      o << s.name << "," << row.width << "," << row.seeds << "," << row.mean << "," << row.sem << "," << s.limit.value << ","
         << s.limit.abs_error << "," << row.error << "," << row.rmse << "\n";
   return o.str();
 }
@@ -276,7 +276,7 @@ nlohmann::json converge_json(const exec::ConvergeResult& r) {
   for (const auto& s : r.series) {
     j["limit"][s.name] = {{"value", s.limit.value}, {"abs_error", s.limit.abs_error}, {"method", s.limit.method}};
     for (const auto& row : s.rows)
-      j["rows"].push_back({{"quantity", s.name}, {"width", row.width}, {"mean", row.mean}, {"sem", row.sem},
+      j["rows"].push_back({{"quantity", s.name}, {"width", row.width}, {"seeds", row.seeds}, {"mean", row.mean}, {"sem", row.sem},
                            {"abs_error", row.error}, {"rmse", row.rmse}});
     j["slopes"][s.name] = std::isnan(s.slope) ? json(nullptr) : json(s.slope);
     j["verdicts"][s.name] = s.verdict;

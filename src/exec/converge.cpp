@@ -44,6 +44,8 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     }
     Options ro = o.run;
     ro.width = w;
+    std::int64_t largest = *std::max_element(o.widths.begin(), o.widths.end());
+    if (o.more_seeds_when_small) ro.seeds = o.run.seeds * int(std::clamp<std::int64_t>(largest / w, 1, 8));
     if (o.progress) ro.progress = [&, w](int done, int total) { o.progress(w, done, total); };
     RunResult rr = run(p, ro);
     res.widths.push_back(w);
@@ -52,7 +54,8 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
       double L = res.series[q].limit.value;
       double ss = 0;
       for (double v : st.per_seed) ss += (v - L) * (v - L);
-      res.series[q].rows.push_back({w, st.mean, st.sem, std::abs(st.mean - L), std::sqrt(ss / st.per_seed.size())});
+      res.series[q].rows.push_back(
+          {w, ro.seeds, st.mean, st.sem, std::abs(st.mean - L), std::sqrt(ss / st.per_seed.size())});
     }
   }
   for (auto& s : res.series) {

@@ -7,8 +7,8 @@
 // schedule before anything is allocated.
 //
 // Random numbers: every random object (matrix, Gaussian family) of every seed
-// is sampled from its own streams, one per block of 64 columns, each an
-// mt19937_64 seeded by (base seed, seed index, object, block). A seed therefore
+// is sampled from its own streams, one per block of 64 columns, each keyed by
+// (base seed, seed index, object and width, block) (src/exec/random.hpp). A seed therefore
 // fixes every number whatever the number of threads. Normals come from Boost's
 // ziggurat sampler.
 #include "netsor/exec.hpp"
@@ -21,11 +21,11 @@
 #include <cmath>
 #include <map>
 #include <mutex>
-#include <random>
 #include <sstream>
 #include <thread>
 
 #include "netsor/tape.hpp"
+#include "random.hpp"
 
 namespace netsor::exec {
 namespace {
@@ -33,7 +33,8 @@ namespace {
 using ir::Op;
 using ir::VarId;
 
-constexpr int kBlock = 64;  // columns per random stream
+constexpr int kBlock = 64;   // columns per random stream
+constexpr int kPanel = 512;  // columns generated at once when a matrix is streamed
 
 std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
   if (d.is_finite()) return d.finite;
@@ -54,6 +55,12 @@ struct Schedule {
   std::vector<int> level_of;             // per instruction
   std::vector<int> last_use;             // per var: last level reading it (-1: none)
   std::map<VarId, std::pair<int, int>> matrix_span;  // first and last level using each matrix
+  std::map<VarId, int> groups_using;                 // batched products per matrix
+  // A Gaussian matrix used by a single batched product is never stored: it is
+  // generated a block of columns at a time and multiplied in (streamed).
+  bool streamed(const ir::Program& p, VarId m) const {
+    return groups_using.at(m) == 1 && p.matrix_of(m).dist == ir::MatrixDist::Gaussian;
+  }
 };
 
 std::vector<VarId> operands(const ir::Instr& in) {
@@ -94,6 +101,9 @@ Schedule make_schedule(const ir::Program& p) {
     }
     g->instrs.push_back((int)i);
   }
+  for (const auto& groups : s.levels)
+    for (const auto& g : groups)
+      if (g.op == Op::MatMul) s.groups_using[g.matrix]++;
   // Within a level: initial vectors, then products, then the rest in program order.
   for (auto& groups : s.levels)
     std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
@@ -115,12 +125,20 @@ std::size_t matrix_bytes(const ir::Program& p, VarId m, std::int64_t n, bool f32
 }
 
 std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32) {
-  std::size_t live = 0, peak = 0;
+  std::size_t live = 0, peak = 0, spare = 0;
+  {
+    std::map<int, std::size_t> released;  // bytes of matrices released per level
+    for (const auto& [m, span] : s.matrix_span)
+      if (!s.streamed(p, m)) released[span.second] += matrix_bytes(p, m, n, f32);
+    for (const auto& [lv, b] : released) spare = std::max(spare, b);
+  }
   for (std::size_t lv = 0; lv < s.levels.size(); ++lv) {
     std::size_t staging = 0;
     for (const auto& [m, span] : s.matrix_span)
-      if (span.first == (int)lv) live += matrix_bytes(p, m, n, f32);
+      if (span.first == (int)lv && !s.streamed(p, m)) live += matrix_bytes(p, m, n, f32);
     for (const auto& g : s.levels[lv]) {
+      if (g.op == Op::MatMul && s.streamed(p, g.matrix))  // one panel of streamed columns
+        staging = std::max(staging, std::size_t(dim_size(p, p.vars[g.matrix].rows, n)) * kPanel * (f32 ? 4 : 8));
       std::size_t out = 0;
       for (int i : g.instrs) out += vector_bytes(p, p.instrs[i].out, n);
       live += out;
@@ -135,9 +153,9 @@ std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, boo
           staging = std::max(staging, node_count(p.instrs[i].expr) * len);
         }
     }
-    peak = std::max(peak, live + staging);
+    peak = std::max(peak, live + staging + spare);
     for (const auto& [m, span] : s.matrix_span)
-      if (span.second == (int)lv) live -= matrix_bytes(p, m, n, f32);
+      if (span.second == (int)lv && !s.streamed(p, m)) live -= matrix_bytes(p, m, n, f32);
     for (const auto& g : s.levels[lv])
       for (int i : g.instrs) {
         VarId v = p.instrs[i].out;
@@ -152,23 +170,20 @@ std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, boo
 
 // ------------------------------------------------------------ one seed
 
-std::mt19937_64 stream(std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, std::uint64_t block) {
-  std::seed_seq sq{std::uint32_t(base), std::uint32_t(base >> 32), std::uint32_t(seed_index),
-                   std::uint32_t(seed_index >> 32), std::uint32_t(object), std::uint32_t(block)};
-  return std::mt19937_64(sq);
-}
-
 // Fills a rows x cols matrix with N(0, 1) entries, in parallel over column
 // blocks (each block its own stream).
+// `first_col` (a multiple of kBlock) places `out` within a larger matrix
+// whose columns are streamed: the numbers depend only on the global column.
 template <class M>
-void fill_normal(M& out, std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, int threads) {
+void fill_normal(M& out, std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, int threads,
+                 Eigen::Index first_col = 0) {
   const Eigen::Index cols = out.cols(), rows = out.rows();
   const Eigen::Index blocks = (cols + kBlock - 1) / kBlock;
   std::atomic<Eigen::Index> next{0};
   auto work = [&] {
     boost::random::normal_distribution<double> N;
     for (Eigen::Index b; (b = next++) < blocks;) {
-      auto g = stream(base, seed_index, object, b);
+      Xoshiro256pp g(base, seed_index, object, std::uint64_t(first_col / kBlock + b));
       Eigen::Index c0 = b * kBlock, c1 = std::min(cols, c0 + kBlock);
       for (Eigen::Index c = c0; c < c1; ++c)
         for (Eigen::Index r = 0; r < rows; ++r) out(r, c) = typename M::Scalar(N(g));
@@ -221,20 +236,46 @@ class SeedRun {
   std::vector<double> scal_;
   std::vector<Eigen::MatrixXd> matd_;
   std::vector<Eigen::MatrixXf> matf_;
+  std::vector<Eigen::MatrixXd> poold_;  // storage of matrices released at the last level
+  std::vector<Eigen::MatrixXf> poolf_;
+  std::vector<Eigen::MatrixXd>& pool_of(std::vector<Eigen::MatrixXd>&) { return poold_; }
+  std::vector<Eigen::MatrixXf>& pool_of(std::vector<Eigen::MatrixXf>&) { return poolf_; }
   std::vector<Eigen::MatrixXd> family_;  // sampled members, until all are taken
   std::vector<std::size_t> taken_;
 
   std::int64_t size(const ir::Dim& d) const { return dim_size(p_, d, o_.width); }
-  // Object ids for streams: matrices by var id, families after them.
-  std::uint64_t matrix_object(VarId m) const { return std::uint64_t(m); }
-  std::uint64_t family_object(int f) const { return p_.vars.size() + std::uint64_t(f); }
+  // Stream keys hash the object's name (FNV-1a), so that editing one part of
+  // a program leaves the random objects of the rest unchanged.
+  static std::uint64_t key(const std::string& kind, const std::string& name) {
+    std::uint64_t h = 0xCBF29CE484222325ull;
+    for (char c : kind + ":" + name) h = (h ^ std::uint8_t(c)) * 0x100000001B3ull;
+    return h;
+  }
+  // The width is part of the key: runs at different widths are independent
+  // samples, not prefixes of one another (which would correlate their errors).
+  std::uint64_t matrix_object(VarId m) const { return key("matrix", p_.vars[m].name) ^ std::uint64_t(o_.width) * 0x9E3779B97F4A7C15ull; }
+  std::uint64_t family_object(int f) const {
+    return key("family", p_.vars[p_.families[f].members.at(0)].name) ^ std::uint64_t(o_.width) * 0x9E3779B97F4A7C15ull;
+  }
 
   void release(std::size_t lv) {
+    // A released matrix's storage is kept while a later matrix of the same
+    // shape is still to come (fresh pages cost a fault each); peak_of allows
+    // for the matrices released at one level.
     for (const auto& [m, span] : s_.matrix_span)
       if (span.second == (int)lv) {
+        if (matd_[m].size()) poold_.push_back(std::move(matd_[m]));
+        if (matf_[m].size()) poolf_.push_back(std::move(matf_[m]));
         matd_[m] = Eigen::MatrixXd();
         matf_[m] = Eigen::MatrixXf();
       }
+    auto wanted = [&](Eigen::Index rows, Eigen::Index cols) {
+      for (const auto& [m, span] : s_.matrix_span)
+        if (span.first > (int)lv && size(p_.vars[m].rows) == rows && size(p_.vars[m].cols) == cols) return true;
+      return false;
+    };
+    std::erase_if(poold_, [&](const Eigen::MatrixXd& x) { return x.size() == 0 || !wanted(x.rows(), x.cols()); });
+    std::erase_if(poolf_, [&](const Eigen::MatrixXf& x) { return x.size() == 0 || !wanted(x.rows(), x.cols()); });
     for (std::size_t v = 0; v < p_.vars.size(); ++v)
       if (s_.last_use[v] == (int)lv || (s_.last_use[v] < 0 && p_.vars[v].def >= 0 && s_.level_of[p_.vars[v].def] == (int)lv))
         vec_[v] = Eigen::ArrayXd();
@@ -266,6 +307,12 @@ class SeedRun {
     const ir::Var& v = p_.vars[m];
     const ir::Matrix& spec = p_.matrix_of(m);
     std::int64_t rows = size(v.rows), cols = size(v.cols);
+    auto& pool = pool_of(store);
+    for (auto& spare : pool)
+      if (spare.rows() == rows && spare.cols() == cols) {
+        W.swap(spare);
+        break;
+      }
     W.resize(rows, cols);
     fill_normal(W, o_.seed, seed_, matrix_object(m), threads_);
     if (spec.dist == ir::MatrixDist::Orthogonal) {
@@ -282,13 +329,37 @@ class SeedRun {
     return W;
   }
 
+  // Y = W X (or W^T X) for a matrix that is generated a panel of columns at a
+  // time and never stored: the same numbers as a stored W.
+  template <class T>
+  Eigen::MatrixXd streamed_product(const Group& g, const Eigen::MatrixXd& X) {
+    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+    const ir::Var& W = p_.vars[g.matrix];
+    std::int64_t rows = size(W.rows), cols = size(W.cols);
+    double scale = std::sqrt(p_.matrix_of(g.matrix).variance / double(cols));
+    Mat Xs = X.cast<T>();
+    Mat Y = Mat::Zero(g.transposed ? cols : rows, X.cols());
+    Mat panel;
+    for (std::int64_t c0 = 0; c0 < cols; c0 += kPanel) {
+      std::int64_t w = std::min<std::int64_t>(kPanel, cols - c0);
+      panel.resize(rows, w);
+      fill_normal(panel, o_.seed, seed_, matrix_object(g.matrix), threads_, c0);
+      panel *= T(scale);
+      if (g.transposed) Y.middleRows(c0, w).noalias() = panel.transpose() * Xs;
+      else Y.noalias() += panel * Xs.middleRows(c0, w);
+    }
+    return Y.template cast<double>();
+  }
+
   void matmul(const Group& g) {
     const ir::Var& W = p_.vars[g.matrix];
     std::int64_t in_dim = size(g.transposed ? W.rows : W.cols);
     Eigen::MatrixXd X(in_dim, (Eigen::Index)g.instrs.size());
     for (std::size_t j = 0; j < g.instrs.size(); ++j) X.col(j) = vec_[p_.instrs[g.instrs[j]].arg].matrix();
     Eigen::MatrixXd Y;
-    if (o_.float32) {
+    if (s_.streamed(p_, g.matrix)) {
+      Y = o_.float32 ? streamed_product<float>(g, X) : streamed_product<double>(g, X);
+    } else if (o_.float32) {
       const Eigen::MatrixXf& M = matrix(g.matrix, matf_);
       Eigen::MatrixXf Xf = X.cast<float>();
       Y = (g.transposed ? Eigen::MatrixXf(M.transpose() * Xf) : Eigen::MatrixXf(M * Xf)).cast<double>();
