@@ -40,7 +40,7 @@ dim         : ID | NUMBER ;
 dist        : ID LPAREN (kwarg (',' kwarg)*)? RPAREN ;
 kwarg       : ID '=' expr ;
 inputDecl   : 'input' target '=' expr ;
-constDecl   : 'const' ID '=' expr ;
+constDecl   : 'const' target '=' expr ;
 defDecl     : 'def' name=ID LPAREN ID (',' ID)* RPAREN '=' expr ;
 reportStmt  : 'report' target '=' expr ;
 importStmt  : 'import' STRING ;

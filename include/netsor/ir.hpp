@@ -68,12 +68,13 @@ enum class Op {
   Nonlin,  // out = phi(vectors; scalars) coordinatewise (an H-var)
   Moment,  // out = (1/n) sum_alpha phi(...)  (a scalar)
   Scalar,  // out = f(scalars): deterministic arithmetic on scalars
+  Width,   // out = the width widths[member] as a number (for powers n^p, primer section 4)
 };
 
 struct Instr {
   Op op = Op::Nonlin;
   VarId out = -1;
-  int family = -1, member = -1;  // Init
+  int family = -1, member = -1;  // Init (member: also the width of Op::Width)
   VarId matrix = -1;             // MatMul: the A-var
   bool transposed = false;       // MatMul
   VarId arg = -1;                // MatMul: the vector multiplied

@@ -54,5 +54,14 @@ Result nested_gauss_kronrod(const Integrand& h, int dim, const std::vector<Hyper
 // random shifts (Cranley-Patterson), `points` points each; the error estimate
 // is two standard errors across shifts. Deterministic for a given seed.
 Result randomized_qmc(const Integrand& h, int dim, std::uint64_t seed, int shifts = 16, int points = 1 << 14);
+// Smolyak sparse grid (combination technique) on Gauss-Hermite rules of
+// orders 1, 3, 5, ...: for smooth integrands in moderate dimension. Levels rise
+// until two successive ones agree to tol (the error estimate is their
+// difference) or the grid would exceed max_points.
+Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points = 2'000'000);
+
+// The same, evaluating the integrand on chunks of points at once.
+Result randomized_qmc_batch(const BatchIntegrand& h, int dim, std::uint64_t seed, int shifts = 16,
+                            int points = 1 << 16);
 
 }  // namespace netsor::quad

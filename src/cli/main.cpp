@@ -8,6 +8,7 @@
 
 #include "netsor/frontend.hpp"
 #include "netsor/ir.hpp"
+#include "netsor/abc.hpp"
 #include "netsor/converge.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
@@ -108,6 +109,13 @@ struct Progress {
   }
 };
 
+std::function<void(const std::string&)> verify_progress() {
+  bool tty = isatty(fileno(stderr));
+  return [tty](const std::string& what) {
+    if (tty) std::cerr << "\r" << what << std::string(20, ' ') << std::flush;
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +158,22 @@ int main(int argc, char** argv) {
   add_run_flags(conv, conv_f);
   conv->add_option("--csv", csv_path, "write the table as CSV");
   conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)");
+
+  int layers = 2;
+  std::vector<double> abc_a, abc_b;
+  double abc_c = 0;
+  std::string preset;
+  bool abc_json = false, verify = false;
+  auto* abc = app.add_subcommand("abc", "classify an abc-parametrization of an MLP: stable, nontrivial, feature learning or kernel");
+  abc->add_option("--layers", layers, "L, the number of hidden layers")->check(CLI::Range(1, 64))->capture_default_str();
+  auto* opt_a = abc->add_option("--a", abc_a, "a_1,...,a_{L+1}: W^l = n^{-a_l} w^l")->delimiter(',');
+  auto* opt_b = abc->add_option("--b", abc_b, "b_1,...,b_{L+1}: w^l entries N(0, n^{-2 b_l})")->delimiter(',');
+  auto* opt_c = abc->add_option("--c", abc_c, "learning rate eta n^{-c} (with --preset: overrides its c)");
+  abc->add_option("--preset", preset, "sp, ntk, mup or mf instead of --a/--b")->check(CLI::IsMember({"sp", "ntk", "mup", "mf"}));
+  abc->add_flag("--json", abc_json, "machine-readable output");
+  abc->add_flag("--verify", verify, "run the unrolled one-step SGD program over widths and measure each layer's exponent");
+  opt_a->excludes("--preset");
+  opt_b->excludes("--preset");
 
   try {
     app.parse(argc, argv);
@@ -226,6 +250,36 @@ int main(int argc, char** argv) {
       if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
       if (conv_o.json) std::cout << netsor::cli::converge_json(r).dump(2) << "\n";
       else std::cout << netsor::cli::converge_table(conv_o.file, r);
+      return kOk;
+    }
+    if (abc->parsed()) {
+      netsor::abc::Parametrization p;
+      if (!preset.empty()) {
+        try {
+          p = netsor::abc::preset(preset, layers, opt_c->count() ? &abc_c : nullptr);
+        } catch (const std::invalid_argument& e) {
+          throw CLI::ValidationError("--preset", e.what());
+        }
+      } else {
+        if (!opt_a->count() || !opt_b->count() || !opt_c->count())
+          throw CLI::ValidationError("abc", "give --a, --b and --c, or --preset");
+        if ((int)abc_a.size() != layers + 1 || (int)abc_b.size() != layers + 1)
+          throw CLI::ValidationError("abc", "--a and --b need L + 1 = " + std::to_string(layers + 1) +
+                                                " values each (--layers " + std::to_string(layers) + ")");
+        p.L = layers;
+        p.a = abc_a;
+        p.b = abc_b;
+        p.c = abc_c;
+      }
+      auto v = netsor::abc::classify(p);
+      if (abc_json) {
+        auto j = netsor::cli::abc_json(p, v);
+        if (verify) j["verify"] = netsor::cli::abc_verify_json(p, v, verify_progress());
+        std::cout << j.dump(2) << "\n";
+      } else {
+        std::cout << netsor::cli::abc_text(p, v);
+        if (verify) std::cout << netsor::cli::abc_verify_text(p, v, verify_progress());
+      }
       return kOk;
     }
     if (print->parsed()) {

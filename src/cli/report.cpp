@@ -1,5 +1,7 @@
 #include "report.hpp"
 
+#include "netsor/frontend.hpp"
+
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -172,6 +174,10 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
   o << c << "Scalars (deterministic limits):\n";
   for (const auto& [v, e] : r.scalars) {
     const auto& in = p.instrs[p.vars[v].def];
+    if (in.op == ir::Op::Width) {
+      o << c << "  " << p.vars[v].name << " = the width (a power of n, kept symbolic by the order analysis)\n";
+      continue;
+    }
     std::string text = in.op == ir::Op::Moment ? (latex ? "\\mathbb{E}\\left[" + expr(in.expr) + "\\right]"
                                                         : "E[" + expr(in.expr) + "]")
                                                : expr(in.expr);
@@ -282,6 +288,112 @@ nlohmann::json converge_json(const exec::ConvergeResult& r) {
     j["verdicts"][s.name] = s.verdict;
   }
   return j;
+}
+
+namespace {
+std::string list(const std::vector<double>& v) {
+  std::string s;
+  for (double x : v) s += (s.empty() ? "" : ", ") + num(x, 6);
+  return "[" + s + "]";
+}
+}  // namespace
+
+std::string abc_text(const abc::Parametrization& p, const abc::Verdict& v) {
+  std::ostringstream o;
+  o << "abc-parametrization of an MLP with L = " << p.L << " hidden layer" << (p.L == 1 ? "" : "s") << "\n";
+  o << "  a = " << list(p.a) << "   b = " << list(p.b) << "   c = " << num(p.c, 6) << "\n";
+  o << "  one-step change of h^l ~ n^{-r_l}:";
+  for (int l = 0; l < p.L; ++l) o << "  r_" << l + 1 << " = " << num(v.r_l[l], 6);
+  o << "   r = min r_l = " << num(v.r, 6) << "\n";
+  o << "  stability (all must hold):\n";
+  for (const auto& k : v.stability) {
+    o << "    " << (k.holds ? "ok    " : "FAILS ") << std::left << std::setw(30) << k.text << " lhs = " << num(k.lhs, 6);
+    if (!k.holds) o << "   (off by " << num(k.by, 6) << ")";
+    o << "\n";
+  }
+  if (v.stable) {
+    o << "  nontriviality (one must hold):\n";
+    for (const auto& k : v.nontriviality)
+      o << "    " << (k.holds ? "ok    " : "no    ") << std::left << std::setw(30) << k.text << " lhs = " << num(k.lhs, 6)
+        << "\n";
+  }
+  o << "  verdict: ";
+  if (v.regime == "unstable") o << "UNSTABLE: some quantity blows up as n grows\n";
+  else if (v.regime == "trivial") o << "stable but trivial: the function does not move in the limit\n";
+  else if (v.regime == "feature_learning") o << "stable, nontrivial, FEATURE LEARNING (r = 0)\n";
+  else o << "stable, nontrivial, KERNEL regime (r = " << num(v.r, 6) << " > 0: features move like n^-" << num(v.r, 6) << ")\n";
+  return o.str();
+}
+
+nlohmann::json abc_json(const abc::Parametrization& p, const abc::Verdict& v) {
+  nlohmann::json j{{"stable", v.stable}, {"nontrivial", v.nontrivial}, {"regime", v.regime}, {"r", v.r},
+                   {"r_l", v.r_l}, {"L", p.L}, {"a", p.a}, {"b", p.b}, {"c", p.c}};
+  j["failed"] = nlohmann::json::array();
+  for (const auto& k : v.stability)
+    if (!k.holds) j["failed"].push_back({{"condition", k.text}, {"lhs", k.lhs}, {"by", k.by}});
+  return j;
+}
+
+namespace {
+
+struct Measured {
+  std::vector<std::int64_t> widths;
+  std::vector<double> predicted, measured;
+};
+
+// Runs the one-step program over widths and fits log(delta[l]) against log(n).
+Measured measure_exponents(const abc::Parametrization& p, const std::function<void(const std::string&)>& progress) {
+  auto prog = compile_string(abc::one_step_program(p), std::string(NETSOR_SOURCE_DIR) + "/abc_verify.tp");
+  Measured m;
+  m.widths = {256, 512, 1024, 2048};
+  m.predicted = abc::first_step_exponents(p);
+  std::vector<std::vector<double>> logs(p.L);
+  for (auto w : m.widths) {
+    progress("abc --verify: width " + std::to_string(w));
+    exec::Options o;
+    o.width = w;
+    o.seeds = 4;
+    auto r = exec::run(prog, o);
+    for (int l = 0; l < p.L; ++l) logs[l].push_back(std::log(std::max(r.quantities[l].mean, 1e-300)));
+  }
+  progress("");
+  for (int l = 0; l < p.L; ++l) {
+    double mx = 0, my = 0, sxy = 0, sxx = 0;
+    for (std::size_t i = 0; i < m.widths.size(); ++i) mx += std::log(double(m.widths[i])), my += logs[l][i];
+    mx /= m.widths.size();
+    my /= m.widths.size();
+    for (std::size_t i = 0; i < m.widths.size(); ++i) {
+      double dx = std::log(double(m.widths[i])) - mx;
+      sxy += dx * (logs[l][i] - my);
+      sxx += dx * dx;
+    }
+    m.measured.push_back(sxy / sxx);
+  }
+  return m;
+}
+
+}  // namespace
+
+std::string abc_verify_text(const abc::Parametrization& p, const abc::Verdict& v,
+                            const std::function<void(const std::string&)>& progress) {
+  Measured m = measure_exponents(p, progress);
+  std::ostringstream o;
+  o << "\nverify: one SGD step of this MLP (stdlib/sgd_mlp.tp, tanh, eta = 0.5) at n = 256..2048, 4 seeds;\n"
+    << "        exponent of the rms change of h^l, fitted against log n\n";
+  o << "    layer   -r_l   predicted (first step)   measured   |diff|\n";
+  for (int l = 0; l < p.L; ++l)
+    o << "    " << std::setw(5) << l + 1 << "  " << std::setw(5) << num(0.0 - v.r_l[l] + 0.0, 3) << "  " << std::setw(23)
+      << num(m.predicted[l], 3) << "  " << std::setw(9) << num(m.measured[l], 3) << "  " << std::setw(6)
+      << num(std::abs(m.measured[l] - m.predicted[l]), 2) << "\n";
+  o << "    (the first step sees an O(1) loss derivative; r_l's min(a_{L+1}+b_{L+1}, 2a_{L+1}+c) describes later\n"
+    << "     steps, and a layer moves at least as fast as the layers feeding it)\n";
+  return o.str();
+}
+
+nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict&,
+                               const std::function<void(const std::string&)>& progress) {
+  Measured m = measure_exponents(p, progress);
+  return {{"widths", m.widths}, {"predicted", m.predicted}, {"measured", m.measured}};
 }
 
 void write_file(const std::string& path, const std::string& text) {

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <functional>
 #include <string>
 
 #include "netsor/ir.hpp"
+#include "netsor/abc.hpp"
 #include "netsor/converge.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
@@ -19,6 +21,12 @@ std::string run_table(const std::string& file, const exec::RunResult& r);
 std::string converge_table(const std::string& file, const exec::ConvergeResult& r);
 std::string converge_csv(const exec::ConvergeResult& r);
 nlohmann::json converge_json(const exec::ConvergeResult& r);
+std::string abc_text(const abc::Parametrization& p, const abc::Verdict& v);
+nlohmann::json abc_json(const abc::Parametrization& p, const abc::Verdict& v);
+std::string abc_verify_text(const abc::Parametrization& p, const abc::Verdict& v,
+                            const std::function<void(const std::string&)>& progress);
+nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict& v,
+                               const std::function<void(const std::string&)>& progress);
 // Writes a file; throws std::runtime_error naming the path on failure.
 void write_file(const std::string& path, const std::string& text);
 

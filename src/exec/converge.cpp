@@ -82,7 +82,9 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     bool close = last.error <= tol;
     if (lx.empty()) {
       s.verdict = "exact at every width";
-    } else if (!std::isnan(s.growth) && s.growth > 0.25 && std::abs(last.mean) > 4 * std::abs(s.limit.value) + 1e-9) {
+    } else if (!std::isnan(s.growth) && s.growth > 0.25 && !std::isnan(s.slope) && s.slope > 0.1 &&
+               std::abs(last.mean) > 4 * std::abs(s.limit.value) + 4 * last.sem) {
+      // The values and their distance to the limit both grow with n.
       s.verdict = "unstable: grows like n^" + fixed(s.growth, 2);
     } else if (std::isnan(s.slope)) {
       s.verdict = close ? "within noise (one width)" : "not converging";

@@ -65,7 +65,7 @@ struct Schedule {
 
 std::vector<VarId> operands(const ir::Instr& in) {
   if (in.op == Op::MatMul) return {in.arg};
-  if (in.op == Op::Init) return {};
+  if (in.op == Op::Init || in.op == Op::Width) return {};
   return free_vars(in.expr);
 }
 
@@ -217,6 +217,9 @@ class SeedRun {
           case Op::Nonlin: for (int i : g.instrs) nonlin(p_.instrs[i]); break;
           case Op::Moment: for (int i : g.instrs) moment(p_.instrs[i]); break;
           case Op::Scalar: for (int i : g.instrs) scalar(p_.instrs[i]); break;
+          case Op::Width:
+            for (int i : g.instrs) scal_[p_.instrs[i].out] = double(size({p_.instrs[i].member, 0}));
+            break;
         }
       }
       release(lv);

@@ -24,6 +24,7 @@ const char* op_name(Op o) {
     case Op::Nonlin: return "nonlin";
     case Op::Moment: return "moment";
     case Op::Scalar: return "scalar";
+    case Op::Width: return "width";
   }
   return "?";
 }
@@ -66,6 +67,7 @@ std::string instr_text(const Program& p, const Instr& in) {
     case Op::Nonlin: return to_string(in.expr, name);
     case Op::Moment: return "avg(" + to_string(in.expr, name) + ")";
     case Op::Scalar: return to_string(in.expr, name);
+    case Op::Width: return "width " + p.widths.at(in.member).name;
   }
   return "";
 }

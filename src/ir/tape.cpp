@@ -53,7 +53,10 @@ double Tape::eval(const double* x, std::vector<double>& r) const {
 
 Eigen::ArrayXd Tape::eval(const std::vector<const Eigen::ArrayXd*>& x) const {
   Eigen::Index n = x.empty() ? 1 : x[0]->size();
-  std::vector<Eigen::ArrayXd> r(code_.size());
+  // Registers are kept between calls (same sizes are reused without
+  // allocating): quadrature calls this on chunk after chunk.
+  thread_local std::vector<Eigen::ArrayXd> r;
+  if (r.size() < code_.size()) r.resize(code_.size());
   for (std::size_t i = 0; i < code_.size(); ++i) {
     const Ins& c = code_[i];
     switch (c.op) {
@@ -85,9 +88,8 @@ Eigen::ArrayXd Tape::eval(const std::vector<const Eigen::ArrayXd*>& x) const {
         break;
       }
     }
-    // Release registers early would need liveness; programs are small enough.
   }
-  return r.back();
+  return r[code_.size() - 1];
 }
 
 }  // namespace netsor

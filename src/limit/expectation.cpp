@@ -513,11 +513,25 @@ class Engine {
         auto g2 = quad::nested_gauss_kronrod(h, r, kinks, tol, 20'000'000);
         if (g2.converged) q = g2;
       }
-    } else if (r <= 3) {
-      q = quad::nested_gauss_kronrod(h, r, kinks, r == 3 ? std::max(tol, 1e-9) : tol, r == 3 ? 40'000'000 : 20'000'000);
-      if (!q.converged) q = quad::randomized_qmc(h, r, opt_.seed);
+      if (!q.converged && r > 2) {
+        auto sg = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
+        if (sg.abs_error < q.abs_error) q = sg;
+      }
+      if (!q.converged && r > 2) {
+        auto mc = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
+        if (mc.abs_error < q.abs_error) q = mc;
+      }
+    } else if (r <= 2 || (r == 3 && !unknown_kink)) {
+      q = quad::nested_gauss_kronrod(h, r, kinks, r == 3 ? std::max(tol, 1e-9) : tol, r == 3 ? 4'000'000 : 20'000'000);
+      if (!q.converged) q = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
+    } else if (smooth && r <= 10) {
+      q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
+      if (!q.converged) {
+        auto mc = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
+        if (mc.abs_error < q.abs_error) q = mc;
+      }
     } else {
-      q = quad::randomized_qmc(h, r, opt_.seed);
+      q = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
     }
     std::string method = q.method;
     if (unknown_kink) method += ", kink location unknown";

@@ -62,6 +62,8 @@ class ZCalculus {
     rel_.assign(nv, 0.0);
     scalar_.resize(nv);
     src_.resize(nv);
+    order_.assign(nv, 0.0);
+    fluct_.assign(nv, false);
     law_.mean = [this](int l) { return fam_[leaves_[l].family].mean(leaves_[l].index); };
     law_.cov = [this](int a, int b) {
       const Leaf &A = leaves_[a], &B = leaves_[b];
@@ -77,6 +79,7 @@ class ZCalculus {
         case Op::Nonlin: compute_nonlin(in); break;
         case Op::Moment: compute_moment(in); break;
         case Op::Scalar: compute_scalar(in); break;
+        case Op::Width: compute_width(in); break;
       }
     }
     for (std::size_t f = 0; f < fam_.size(); ++f) {
@@ -84,7 +87,23 @@ class ZCalculus {
       fam_[f].cov = cov_[f].topLeftCorner(k, k);
     }
     Result r;
-    for (const auto& rep : p_.reports) r.quantities.push_back({rep.name, *scalar_[rep.var], rep.loc});
+    for (const auto& rep : p_.reports) {
+      Estimate e = *scalar_[rep.var];
+      double k = order_[rep.var];
+      if (k > kTol) {
+        Diagnostic d;
+        d.loc = rep.loc;
+        d.message = "unstable: report '" + rep.name + "' grows like n^" + fmt(k) + " (coefficient " + fmt(e.value) + ")";
+        d.hint = "a quantity growing with the width has no limit; netsor abc shows which stability condition fails";
+        throw ProgramError(d);
+      }
+      if (k < -kTol) {
+        e.method = "vanishes like n^" + fmt(k) + " (coefficient " + fmt(e.value) + " by " + e.method + ")";
+        e.value = 0;
+        e.abs_error = 0;
+      }
+      r.quantities.push_back({rep.name, e, rep.loc});
+    }
     r.leaves = leaves_;
     r.families = fam_;
     r.zvars = std::move(zvars_);
@@ -107,6 +126,12 @@ class ZCalculus {
   std::vector<double> rel_;  // relative error carried into each variable from earlier estimates
   std::vector<std::optional<Estimate>> scalar_;
   std::vector<std::set<std::string>> src_;
+  // Order analysis (primer section 4): each variable is n^order times its
+  // limit (order 0 for an ordinary program). -inf: zero at every order we see.
+  std::vector<double> order_;
+  // Scalars whose limit is 0 although they are not identically 0 (a moment of
+  // mean 0): their true size is unknown (often the CLT scale n^{-1/2}).
+  std::vector<bool> fluct_;
   std::map<int, int> ir_family_;
   std::map<std::pair<VarId, bool>, int> matrix_family_;
 
@@ -205,6 +230,8 @@ class ZCalculus {
 
   // ---- MatMul: Z^{Wx} = Zhat^{Wx} + Zdot^{Wx} (primer section 2)
   void compute_matmul(const ir::Instr& in) {
+    // W (n^e x) = n^e (W x): the product keeps its argument's order.
+    order_[in.out] = order_[in.arg];
     const ir::Matrix& M = p_.matrix_of(in.matrix);
     const ir::Var& W = p_.vars[in.matrix];
     if (M.dist != ir::MatrixDist::Gaussian)
@@ -320,22 +347,6 @@ class ZCalculus {
     if (method.rfind("exact", 0) != 0) src_[v].insert(method);
   }
   void inherit(VarId to, VarId from) { src_[to].insert(src_[from].begin(), src_[from].end()); }
-  // Scalars enter coordinatewise expressions as their (deterministic) limits.
-  Expr with_scalar_limits(const Expr& e, double& worst, std::set<std::string>& sources) {
-    return substitute(e, [&](int id) -> Expr {
-      if (p_.vars[id].kind == ir::VarKind::Scalar) {
-        const Estimate& s = *scalar_[id];
-        worst = std::max(worst, s.abs_error / std::max(std::abs(s.value), 1e-300));
-        if (s.method.rfind("exact", 0) != 0) sources.insert(s.method);
-        sources.insert(s.inputs.begin(), s.inputs.end());
-        return constant(s.value);
-      }
-      worst = std::max(worst, rel_[id]);
-      sources.insert(src_[id].begin(), src_[id].end());
-      return var(id);
-    });
-  }
-
   // The master theorem needs polynomially bounded nonlinearities (primer section 2).
   void check_assumptions(const ir::Instr& in) {
     auto random = [&](const Expr& e) {
@@ -375,12 +386,151 @@ class ZCalculus {
     }
   }
 
+
+  // ---- Order analysis: the leading power of n of a coordinatewise or scalar
+  // expression, and the expression of its coefficient (scalars replaced by
+  // their limits, terms of lower order dropped). Vectors enter as their leading
+  // Z; growth of a nonlinearity's argument and fluctuation-scale products are
+  // refused with the reason.
+  struct Lead {
+    Expr e;
+    double order = 0;  // -inf: zero
+    bool zero() const { return std::isinf(order) && order < 0; }
+  };
+  static constexpr double kTol = 1e-9;
+  static Lead zero_lead() { return {constant(0.0), -INFINITY}; }
+
+  Lead lead(const Expr& x, const ir::Instr& in, double& worst, std::set<std::string>& sources) {
+    auto fmt_order = [](double e) { return fmt(e); };
+    switch (x->op) {
+      case ExprOp::Const: return x->value == 0 ? zero_lead() : Lead{x, 0.0};
+      case ExprOp::Var: {
+        int id = x->var;
+        if (p_.vars[id].kind == ir::VarKind::Scalar) {
+          const Estimate& s = *scalar_[id];
+          if (s.method.rfind("exact", 0) != 0) sources.insert(s.method);
+          sources.insert(s.inputs.begin(), s.inputs.end());
+          worst = std::max(worst, rel(s.abs_error, s.value, 1.0));
+          if (std::isinf(order_[id]) && order_[id] < 0) return zero_lead();
+          if (fluct_[id]) return {constant(0.0), order_[id]};  // value 0, size unknown below n^order
+          return {constant(s.value), order_[id]};
+        }
+        worst = std::max(worst, rel_[id]);
+        sources.insert(src_[id].begin(), src_[id].end());
+        if (std::isinf(order_[id]) && order_[id] < 0) return zero_lead();
+        return {var(id), order_[id]};
+      }
+      case ExprOp::Neg: {
+        Lead a = lead(x->a, in, worst, sources);
+        return {neg(a.e), a.order};
+      }
+      case ExprOp::Add: case ExprOp::Sub: {
+        Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
+        if (x->op == ExprOp::Sub) b.e = neg(b.e);
+        if (a.zero()) return b;
+        if (b.zero()) return a;
+        if (a.order > b.order + kTol) return a;
+        if (b.order > a.order + kTol) return b;
+        return {add(a.e, b.e), std::max(a.order, b.order)};
+      }
+      case ExprOp::Mul: {
+        Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
+        check_fluctuation(x->a, a, b, in);
+        check_fluctuation(x->b, b, a, in);
+        if (a.zero() || b.zero()) return zero_lead();
+        return {mul(a.e, b.e), a.order + b.order};
+      }
+      case ExprOp::Div: {
+        Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
+        if (b.zero() || is_zero_const(b.e))
+          refuse(in, "'" + name(in.out) + "' divides by a quantity whose limit is 0",
+                 "the order analysis needs a denominator of known, nonzero limit");
+        check_fluctuation(x->a, a, Lead{b.e, -b.order}, in);
+        if (a.zero()) return zero_lead();
+        return {div(a.e, b.e), a.order - b.order};
+      }
+      case ExprOp::Pow: {
+        Lead a = lead(x->a, in, worst, sources), p = lead(x->b, in, worst, sources);
+        double k;
+        if (p.order > kTol || !is_const(p.e, &k))
+          refuse(in, "an exponent in '" + name(in.out) + "' is not a fixed number", "write powers as n^0.5, x^2");
+        if (p.zero()) k = 0;
+        if (a.zero()) {
+          if (k > 0) return zero_lead();
+          if (k == 0) return {constant(1.0), 0.0};
+          refuse(in, "a negative power of a quantity whose limit is 0 in '" + name(in.out) + "'", "");
+        }
+        if (k < 0 && is_zero_const(a.e)) refuse(in, "a negative power of a fluctuation in '" + name(in.out) + "'", "");
+        return {pow(a.e, constant(k)), k * a.order};
+      }
+      case ExprOp::Call: {
+        Lead a = lead(x->a, in, worst, sources);
+        Fn f = x->fn;
+        if (a.zero() || (is_zero_const(a.e) && a.order <= kTol)) {
+          double f0 = apply_fn(f, 0.0);
+          return f0 == 0 ? zero_lead() : Lead{constant(f0), 0.0};
+        }
+        bool homogeneous1 = f == Fn::Relu || f == Fn::Abs, scale_free = f == Fn::Step || f == Fn::Sign;
+        if (std::abs(a.order) <= kTol) return {call(f, a.e), 0.0};
+        if (scale_free) return {call(f, a.e), 0.0};
+        if (homogeneous1) return {call(f, a.e), a.order};
+        if (a.order > 0)
+          refuse(in, "unstable: the argument of " + std::string(fn_name(f)) + " in '" + name(in.out) + "' grows like n^" +
+                         fmt_order(a.order),
+                 "this parametrization blows up; check the exponents (netsor abc classifies MLPs)");
+        // A vanishing argument: Taylor at 0 to the first nonzero term.
+        Expr z = var(-3);
+        Expr d0 = call(f, z);
+        for (int k = 0; k <= 3; ++k) {
+          double ck = evaluate(d0, [](int) { return 0.0; });
+          if (ck != 0) {
+            double fact = k == 0 ? 1 : k == 1 ? 1 : k == 2 ? 2 : 6;
+            if (k == 0) return {constant(ck), 0.0};
+            return {mul(constant(ck / fact), pow(a.e, constant(double(k)))), k * a.order};
+          }
+          d0 = derivative(d0, -3);
+        }
+        refuse(in, "cannot expand " + std::string(fn_name(f)) + " at 0 in '" + name(in.out) + "'", "");
+      }
+    }
+    return zero_lead();
+  }
+
+  static bool is_zero_const(const Expr& e) {
+    double v;
+    return is_const(e, &v) && v == 0;
+  }
+
+  // A growing power times a moment whose limit is 0: the product lives on the
+  // fluctuation (CLT) scale, where the master theorem gives no deterministic
+  // limit. Refuse rather than guess.
+  void check_fluctuation(const Expr& x, const Lead& a, const Lead& other, const ir::Instr& in) {
+    if (!(is_zero_const(a.e) && !a.zero())) return;
+    if (other.zero() || other.order + a.order <= kTol) return;
+    std::string what = x->op == ExprOp::Var ? "'" + name(x->var) + "'" : "a factor";
+    refuse(in,
+           "'" + name(in.out) + "' multiplies " + what + ", whose limit is 0, by a power of n growing like n^" +
+               fmt(other.order) + ": this is a fluctuation (CLT) scale with no deterministic limit",
+           "such a quantity converges in law, not to a number: measure it across seeds with netsor run, "
+           "or center it (e.g. train f - f0)");
+  }
+
+  // A vector that grows with n makes every later step blow up.
+  void check_vector_order(const ir::Instr& in) {
+    if (order_[in.out] > kTol)
+      refuse(in, "unstable: the coordinates of '" + name(in.out) + "' grow like n^" + fmt(order_[in.out]),
+             "this parametrization blows up as the width grows; netsor abc shows which condition fails");
+  }
+
   // ---- Nonlin: Z^y = phi(Z^x...; scalar limits)
   void compute_nonlin(const ir::Instr& in) {
     check_assumptions(in);
     double worst = 0;
     std::set<std::string> sources;
-    Expr e = with_scalar_limits(in.expr, worst, sources);
+    Lead l = lead(in.expr, in, worst, sources);
+    Expr e = l.e;
+    order_[in.out] = l.order;
+    check_vector_order(in);
     for (const auto& m : sources) note(in.out, m);
     Z_[in.out] = substitute(e, [&](int id) { return Z_[id]; });
     rel_[in.out] = worst;
@@ -406,7 +556,13 @@ class ZCalculus {
     check_assumptions(in);
     double worst = 0;
     std::set<std::string> sources;
-    Expr e = with_scalar_limits(in.expr, worst, sources);
+    Lead l = lead(in.expr, in, worst, sources);
+    order_[in.out] = l.order;
+    if (l.zero()) {
+      scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
+      return;
+    }
+    Expr e = l.e;
     Estimate est;
     if (!opt_.force_quadrature && exact_moment(e, est)) {
       // exact covariance algebra over affine Z's
@@ -416,6 +572,10 @@ class ZCalculus {
     est.abs_error += 2 * std::abs(est.value) * worst;
     est.inputs = std::move(sources);
     est.inputs.erase(est.method);
+    // A moment of mean 0 (e.g. avg(v x) with v independent of x) vanishes at an
+    // order the master theorem does not give (often n^{-1/2}).
+    fluct_[in.out] = std::abs(est.value) <= est.abs_error + 1e-300;
+    if (fluct_[in.out]) est.value = 0;
     scalar_[in.out] = est;
   }
 
@@ -447,27 +607,45 @@ class ZCalculus {
     return true;
   }
 
-  // ---- Scalar arithmetic: error propagated to first order.
+  // ---- Scalar arithmetic: leading order, error propagated to first order.
   void compute_scalar(const ir::Instr& in) {
+    double worst = 0;
+    std::set<std::string> sources;
+    Lead l = lead(in.expr, in, worst, sources);
+    order_[in.out] = l.order;
+    if (l.zero()) {
+      scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
+      return;
+    }
+    double v = evaluate(l.e, [](int) { return 0.0; });
+    // First-order error propagation through the exact expression.
     auto value = [&](int id) { return scalar_[id]->value; };
-    double v = evaluate(in.expr, value);
     double err = 0;
     std::set<std::string> methods;
     for (int id : free_vars(in.expr)) {
-      double d = evaluate(derivative(in.expr, id), value);
+      double d = std::abs(order_[id]) <= kTol ? evaluate(derivative(in.expr, id), value) : 0.0;
       err += std::abs(d) * scalar_[id]->abs_error;
       methods.insert(scalar_[id]->method);
       methods.insert(scalar_[id]->inputs.begin(), scalar_[id]->inputs.end());
     }
+    // Inputs' errors enter through the derivatives above (first order); only
+    // rounding is added here.
+    err += std::abs(v) * 1e-16;
     std::string method = methods.empty() ? "exact (constant)" : "arithmetic on moments";
     if (!std::isfinite(v))
       refuse(in, "the limit of '" + name(in.out) + "' is not finite (" + fmt(v) + ")",
              "a division by a moment whose limit is 0?");
-    err += std::abs(v) * 1e-16;
     Estimate est{v, err, method, {}};
     for (const auto& m : methods)
       if (m.rfind("exact", 0) != 0) est.inputs.insert(m);
+    fluct_[in.out] = v == 0 && !l.zero();
     scalar_[in.out] = est;
+  }
+
+  // ---- A width as a number: ratio * n^1.
+  void compute_width(const ir::Instr& in) {
+    scalar_[in.out] = Estimate{p_.widths.at(in.member).ratio, 0.0, "exact (width)", {}};
+    order_[in.out] = 1.0;
   }
 };
 

@@ -185,13 +185,12 @@ std::unique_ptr<ParsedFile> parse_source(parse::SourceFile src) {
 
 // The type of an expression while lowering.
 struct Value {
-  enum Kind { Scalar, Vector, Matrix, Input, List, Width } kind = Scalar;
+  enum Kind { Scalar, Vector, Matrix, Input, List } kind = Scalar;
   Expr expr;            // Scalar, Vector (leaves: VarIds); a constant Scalar is a number
   Dim dim;              // Vector: its size
   VarId var = -1;       // Matrix, Input
   bool transposed = false;
   std::vector<Value> items;  // List
-  int width = -1;            // Width
   antlr4::ParserRuleContext* ctx = nullptr;
 
   bool is_number(double* v = nullptr) const { return kind == Scalar && is_const(expr, v); }
@@ -288,7 +287,7 @@ class Lowerer {
     for (const auto& s : scopes_)
       if (s.count(name)) fail_at(at, "'" + name + "' is a loop variable or parameter here", "choose another name");
     Fn f;
-    if (lookup_fn(name, f) || name == "avg")
+    if (lookup_fn(name, f) || name == "avg" || name == "dot" || name == "len")
       fail_at(at, "'" + name + "' is a built-in function", "choose another name");
   }
 
@@ -635,9 +634,19 @@ class Lowerer {
     }
   }
 
+  // Inside an imported module, const, input and def declarations are module
+  // parameters: defaults that the importing program's own definitions override.
+  bool overridden_default(const std::string& name) const {
+    if (import_stack_.size() <= 1) return false;
+    if (consts_.count(name) || defs_.count(name)) return true;
+    auto it = names_.find(name);
+    return it != names_.end() && prog_.vars[it->second].kind == VarKind::Input;
+  }
+
   void input_decl(NetsorParser::InputDeclContext* c) {
     std::string name = target_name(c->target());
     SourceLoc at = loc_of(c->target());
+    if (overridden_default(name)) return;
     check_fresh(name, at);
     Value v = eval(c->expr());
     Eigen::VectorXd x = number_list(v, c->expr(), "an input");
@@ -649,12 +658,13 @@ class Lowerer {
   }
 
   void const_decl(NetsorParser::ConstDeclContext* c) {
-    std::string name = c->ID()->getText();
-    SourceLoc at = loc_of(c->ID()->getSymbol());
+    std::string name = target_name(c->target());  // indexed constants: const a[1] = -0.5
+    SourceLoc at = loc_of(c->target());
     if (opts_.defines.count(name) && !defined_at_.count(name)) {
       defined_at_[name] = at;  // -D NAME=value overrides the file's default
       return;
     }
+    if (overridden_default(name)) return;  // a module parameter the importer set
     check_fresh(name, at);
     if (consts_.count(name)) fail_at(at, "redefinition of constant '" + name + "'");
     Value v = eval(c->expr());
@@ -669,6 +679,7 @@ class Lowerer {
   void def_decl(NetsorParser::DefDeclContext* c) {
     std::string name = c->name->getText();
     SourceLoc at = loc_of(c->name);
+    if (overridden_default(name)) return;
     check_fresh(name, at);
     if (consts_.count(name)) fail_at(at, "'" + name + "' is already a constant");
     Def d{c, {}, file_};
@@ -757,9 +768,11 @@ class Lowerer {
       fail_at(c->lo, "a loop bound must be an integer known when the program is read");
     if (!b.is_number(&hi) || hi != std::floor(hi))
       fail_at(c->hi, "a loop bound must be an integer known when the program is read");
-    if (hi < lo)
+    // lo..lo-1 is the empty range (so that `for s in 0..t-1` works at t = 0);
+    // anything lower is a mistake.
+    if (hi < lo - 1)
       fail_at(c->hi, "empty loop range " + index_text(lo) + ".." + index_text(hi),
-              "ranges are inclusive and increasing: for t in 1..3 runs t = 1, 2, 3");
+              "ranges are inclusive and increasing: for t in 1..3 runs t = 1, 2, 3 (and a..a-1 runs nothing)");
     if (hi - lo >= 1e6) fail_at(c->hi, "loop range too long (a million iterations or more)");
     auto* body = c->block();
     for (double t = lo; t <= hi; ++t) {
@@ -793,8 +806,6 @@ class Lowerer {
       case Value::Input:
       case Value::List:
         fail_at(c->expr(), "a list is not a program variable", "declare a finite input with: input xi = [...]");
-      case Value::Width:
-        fail_at(c->expr(), "a width cannot be assigned");
     }
     defined_at_[name] = at;
   }
@@ -808,7 +819,6 @@ class Lowerer {
       case Value::Matrix: return "matrix";
       case Value::Input: return "input";
       case Value::List: return "list";
-      case Value::Width: return "width";
     }
     return "?";
   }
@@ -845,8 +855,6 @@ class Lowerer {
         fail_at(at, "input '" + prog_.vars[v.var].name + "' used inside a coordinatewise expression",
                 "an input enters through a matrix with a finite side: U[n, d] @ " + prog_.vars[v.var].name);
       case Value::List: fail_at(at, "a list is only allowed in input declarations and distribution arguments");
-      case Value::Width:
-        fail_at(at, "a width used as a value", "widths only size matrices and vectors");
     }
     return v;
   }
@@ -943,12 +951,7 @@ class Lowerer {
       }
       return v;
     }
-    if (widths_.count(name)) {
-      Value v;
-      v.kind = Value::Width;
-      v.width = widths_[name];
-      return v;
-    }
+    if (widths_.count(name)) return scalar(netsor::var(width_var(widths_[name], c)));
     if (defs_.count(name)) fail_at(c, "'" + name + "' is a def; call it: " + name + "(...)");
     std::string hint = "define it before this line";
     if (!c->expr().empty()) {
@@ -972,6 +975,25 @@ class Lowerer {
         fail_at(c, "'" + full + "' takes " + std::to_string(k) + " argument" + (k == 1 ? "" : "s") + ", got " +
                        std::to_string(args.size()));
     };
+    if (name == "dot" && primes == 0) {  // inner product of two inputs: a number
+      arity(2);
+      Value u = eval(args[0]), v = eval(args[1]);
+      if (u.kind != Value::Input || v.kind != Value::Input)
+        fail_at(c, "dot(...) takes two inputs", "for vectors, use avg(x * y)");
+      const Eigen::VectorXd *a = nullptr, *b = nullptr;
+      for (const auto& [nm, val] : prog_.inputs) {
+        if (nm == prog_.vars[u.var].name) a = &val;
+        if (nm == prog_.vars[v.var].name) b = &val;
+      }
+      if (a->size() != b->size()) fail_at(c, "dot(...) of inputs of different lengths");
+      return scalar(constant(a->dot(*b)));
+    }
+    if (name == "len" && primes == 0) {  // the length of an input: a number
+      arity(1);
+      Value u = eval(args[0]);
+      if (u.kind != Value::Input) fail_at(args[0], "len(...) takes an input");
+      return scalar(constant(double(prog_.vars[u.var].rows.finite)));
+    }
     if (name == "avg" && primes == 0) {
       arity(1);
       Value v = eval(args[0]);
@@ -1000,7 +1022,7 @@ class Lowerer {
       if (names_.count(name) || consts_.count(name))
         fail_at(c->ID()->getSymbol(), "'" + name + "' is not a function");
       fail_at(c->ID()->getSymbol(), "unknown function '" + full + "'",
-              "built-ins: relu step abs sign tanh erf sigmoid gelu softplus sin cos exp log sqrt avg; "
+              "built-ins: relu step abs sign tanh erf sigmoid gelu softplus sin cos exp log sqrt avg dot len; "
               "derivatives add a prime: tanh'(z); define others with def");
     }
     const Def& d = it->second;
@@ -1048,6 +1070,20 @@ class Lowerer {
     --call_depth_;
     return result;
   }
+
+  // A width used as a number (n^0.5, n^-1): a scalar the executor sets to the
+  // real width and the limit pass treats as a power of n (primer section 4).
+  VarId width_var(int w, antlr4::ParserRuleContext* at) {
+    auto it = width_vars_.find(w);
+    if (it != width_vars_.end()) return it->second;
+    ir::Instr in;
+    in.op = ir::Op::Width;
+    in.member = w;
+    VarId v = emit(in, prog_.widths[w].name, VarKind::Scalar, {}, loc_of(at), false);
+    width_vars_[w] = v;
+    return v;
+  }
+  std::map<int, VarId> width_vars_;
 
   // The vector a MatMul multiplies must be a program variable: name it if needed.
   VarId as_var(const Value& v, antlr4::ParserRuleContext* at) {
