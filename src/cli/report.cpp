@@ -209,8 +209,22 @@ nlohmann::json derive_json(const ir::Program& p, const limit::Result& r) {
     j["families"].push_back(f);
   }
   j["z"] = json::object();
+  auto zname = [&](int id) { return "Z[" + p.vars[id].name + "]"; };
   for (const auto& z : r.zvars) {
-    json e{{"expr", to_string(z.z, [&](int l) { return nm.leaf(l); })}};
+    // Each Z in terms of the earlier ones (its full expansion in Gaussians can
+    // be exponentially long to print).
+    const auto& in = p.instrs[p.vars[z.var].def];
+    std::string text;
+    if (in.op == ir::Op::MatMul) {
+      text = nm.leaf(z.zhat);
+      for (const auto& t : z.zdot) text += " + " + num(t.coef, 12) + " " + zname(r.leaves[t.leaf].arg);
+    } else if (in.op == ir::Op::Init) {
+      for (std::size_t l = 0; l < r.leaves.size(); ++l)
+        if (r.leaves[l].var == z.var) text = nm.leaf((int)l);
+    } else {
+      text = to_string(in.expr, zname);
+    }
+    json e{{"expr", text}};
     if (z.zhat >= 0) {
       e["zhat"] = nm.leaf(z.zhat);
       e["zdot"] = json::array();

@@ -241,8 +241,12 @@ class Engine {
           const Quadratic& q = quad->get(t);
           if (q.ok) {
             double e = q.c + q.b.dot(mu_) + (q.Q.cwiseProduct(S_)).sum() + mu_.dot(q.Q * mu_);
+            // Rounding, bounded by the sizes of the summed terms (they may cancel).
+            double size = std::abs(q.c) + q.b.cwiseAbs().dot(mu_.cwiseAbs()) +
+                          (q.Q.cwiseAbs().cwiseProduct(S_.cwiseAbs())).sum() +
+                          mu_.cwiseAbs().dot(q.Q.cwiseAbs() * mu_.cwiseAbs());
             out.value += coef * e;
-            out.abs_error += std::abs(coef * e) * 4e-16 * k_;
+            out.abs_error += std::abs(coef) * size * 4e-16 * (k_ + 1);
             methods["exact (Gaussian algebra)"]++;
             continue;
           }

@@ -64,6 +64,8 @@ class ZCalculus {
     src_.resize(nv);
     order_.assign(nv, 0.0);
     fluct_.assign(nv, false);
+    random_.assign(nv, false);
+    random_why_.assign(nv, "");
     law_.mean = [this](int l) { return fam_[leaves_[l].family].mean(leaves_[l].index); };
     law_.cov = [this](int a, int b) {
       const Leaf &A = leaves_[a], &B = leaves_[b];
@@ -95,6 +97,14 @@ class ZCalculus {
         d.loc = rep.loc;
         d.message = "unstable: report '" + rep.name + "' grows like n^" + fmt(k) + " (coefficient " + fmt(e.value) + ")";
         d.hint = "a quantity growing with the width has no limit; netsor abc shows which stability condition fails";
+        throw ProgramError(d);
+      }
+      if (random_[rep.var] && k >= -kTol) {
+        Diagnostic d;
+        d.loc = rep.loc;
+        d.message = "report '" + rep.name + "' is a fluctuation (CLT scale, from '" + random_why_[rep.var] +
+                    "'): it has no deterministic limit";
+        d.hint = "it converges in law, not to a number: measure it across seeds with netsor run, or center it (f - f0)";
         throw ProgramError(d);
       }
       if (k < -kTol) {
@@ -132,6 +142,8 @@ class ZCalculus {
   // Scalars whose limit is 0 although they are not identically 0 (a moment of
   // mean 0): their true size is unknown (often the CLT scale n^{-1/2}).
   std::vector<bool> fluct_;
+  std::vector<bool> random_;            // fluctuation-scale scalars: order known, value not
+  std::vector<std::string> random_why_;
   std::map<int, int> ir_family_;
   std::map<std::pair<VarId, bool>, int> matrix_family_;
 
@@ -394,9 +406,16 @@ class ZCalculus {
   // refused with the reason.
   struct Lead {
     Expr e;
-    double order = 0;  // -inf: zero
+    double order = 0;     // -inf: zero
+    bool random = false;  // a fluctuation (CLT scale) at this order: no deterministic value
+    std::string why;      // for random: the variable that made it so
     bool zero() const { return std::isinf(order) && order < 0; }
   };
+  static Lead join(Lead r, const Lead& a, const Lead& b) {
+    r.random = a.random || b.random;
+    r.why = a.random ? a.why : b.why;
+    return r;
+  }
   static constexpr double kTol = 1e-9;
   static Lead zero_lead() { return {constant(0.0), -INFINITY}; }
 
@@ -408,10 +427,13 @@ class ZCalculus {
         int id = x->var;
         if (p_.vars[id].kind == ir::VarKind::Scalar) {
           const Estimate& s = *scalar_[id];
+          if (std::isinf(order_[id]) && order_[id] < 0) return zero_lead();
+          // A fluctuation has no value (nor error): it is dropped as lower
+          // order, or whatever needs it is refused.
+          if (random_[id]) return {constant(0.0), order_[id], true, random_why_[id]};
           if (s.method.rfind("exact", 0) != 0) sources.insert(s.method);
           sources.insert(s.inputs.begin(), s.inputs.end());
           worst = std::max(worst, rel(s.abs_error, s.value, 1.0));
-          if (std::isinf(order_[id]) && order_[id] < 0) return zero_lead();
           if (fluct_[id]) return {constant(0.0), order_[id]};  // value 0, size unknown below n^order
           return {constant(s.value), order_[id]};
         }
@@ -422,7 +444,8 @@ class ZCalculus {
       }
       case ExprOp::Neg: {
         Lead a = lead(x->a, in, worst, sources);
-        return {neg(a.e), a.order};
+        a.e = neg(a.e);
+        return a;
       }
       case ExprOp::Add: case ExprOp::Sub: {
         Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
@@ -431,23 +454,25 @@ class ZCalculus {
         if (b.zero()) return a;
         if (a.order > b.order + kTol) return a;
         if (b.order > a.order + kTol) return b;
-        return {add(a.e, b.e), std::max(a.order, b.order)};
+        return join({add(a.e, b.e), std::max(a.order, b.order)}, a, b);
       }
       case ExprOp::Mul: {
         Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
-        check_fluctuation(x->a, a, b, in);
-        check_fluctuation(x->b, b, a, in);
         if (a.zero() || b.zero()) return zero_lead();
-        return {mul(a.e, b.e), a.order + b.order};
+        Lead r = join({mul(a.e, b.e), a.order + b.order}, a, b);
+        fluctuation(x->a, a, b, r);
+        fluctuation(x->b, b, a, r);
+        return r;
       }
       case ExprOp::Div: {
         Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
         if (b.zero() || is_zero_const(b.e))
           refuse(in, "'" + name(in.out) + "' divides by a quantity whose limit is 0",
                  "the order analysis needs a denominator of known, nonzero limit");
-        check_fluctuation(x->a, a, Lead{b.e, -b.order}, in);
         if (a.zero()) return zero_lead();
-        return {div(a.e, b.e), a.order - b.order};
+        Lead r = join({div(a.e, b.e), a.order - b.order}, a, b);
+        fluctuation(x->a, a, Lead{b.e, -b.order}, r);
+        return r;
       }
       case ExprOp::Pow: {
         Lead a = lead(x->a, in, worst, sources), p = lead(x->b, in, worst, sources);
@@ -461,7 +486,7 @@ class ZCalculus {
           refuse(in, "a negative power of a quantity whose limit is 0 in '" + name(in.out) + "'", "");
         }
         if (k < 0 && is_zero_const(a.e)) refuse(in, "a negative power of a fluctuation in '" + name(in.out) + "'", "");
-        return {pow(a.e, constant(k)), k * a.order};
+        return {pow(a.e, constant(k)), k * a.order, a.random, a.why};
       }
       case ExprOp::Call: {
         Lead a = lead(x->a, in, worst, sources);
@@ -471,9 +496,9 @@ class ZCalculus {
           return f0 == 0 ? zero_lead() : Lead{constant(f0), 0.0};
         }
         bool homogeneous1 = f == Fn::Relu || f == Fn::Abs, scale_free = f == Fn::Step || f == Fn::Sign;
-        if (std::abs(a.order) <= kTol) return {call(f, a.e), 0.0};
-        if (scale_free) return {call(f, a.e), 0.0};
-        if (homogeneous1) return {call(f, a.e), a.order};
+        if (std::abs(a.order) <= kTol) return {call(f, a.e), 0.0, a.random, a.why};
+        if (scale_free) return {call(f, a.e), 0.0, a.random, a.why};
+        if (homogeneous1) return {call(f, a.e), a.order, a.random, a.why};
         if (a.order > 0)
           refuse(in, "unstable: the argument of " + std::string(fn_name(f)) + " in '" + name(in.out) + "' grows like n^" +
                          fmt_order(a.order),
@@ -486,7 +511,7 @@ class ZCalculus {
           if (ck != 0) {
             double fact = k == 0 ? 1 : k == 1 ? 1 : k == 2 ? 2 : 6;
             if (k == 0) return {constant(ck), 0.0};
-            return {mul(constant(ck / fact), pow(a.e, constant(double(k)))), k * a.order};
+            return {mul(constant(ck / fact), pow(a.e, constant(double(k)))), k * a.order, a.random, a.why};
           }
           d0 = derivative(d0, -3);
         }
@@ -503,14 +528,20 @@ class ZCalculus {
 
   // A growing power times a moment whose limit is 0: the product lives on the
   // fluctuation (CLT) scale, where the master theorem gives no deterministic
-  // limit. Refuse rather than guess.
-  void check_fluctuation(const Expr& x, const Lead& a, const Lead& other, const ir::Instr& in) {
-    if (!(is_zero_const(a.e) && !a.zero())) return;
+  // limit. It becomes a random quantity of order (at most) the CLT scale,
+  // n^{-1/2} times the power: enough to see growth, never a value.
+  void fluctuation(const Expr& x, const Lead& a, const Lead& other, Lead& r) {
+    if (!(is_zero_const(a.e) && !a.zero() && !a.random)) return;
     if (other.zero() || other.order + a.order <= kTol) return;
-    std::string what = x->op == ExprOp::Var ? "'" + name(x->var) + "'" : "a factor";
+    r.random = true;
+    r.order = a.order + other.order - 0.5;
+    r.why = x->op == ExprOp::Var ? name(x->var) : "a moment of mean 0";
+  }
+
+  [[noreturn]] void refuse_random(const ir::Instr& in, const Lead& l) const {
     refuse(in,
-           "'" + name(in.out) + "' multiplies " + what + ", whose limit is 0, by a power of n growing like n^" +
-               fmt(other.order) + ": this is a fluctuation (CLT) scale with no deterministic limit",
+           "'" + name(in.out) + "' depends at leading order on '" + l.why +
+               "', a fluctuation (CLT scale: a power of n times a moment whose limit is 0) with no deterministic limit",
            "such a quantity converges in law, not to a number: measure it across seeds with netsor run, "
            "or center it (e.g. train f - f0)");
   }
@@ -531,6 +562,7 @@ class ZCalculus {
     Expr e = l.e;
     order_[in.out] = l.order;
     check_vector_order(in);
+    if (l.random) refuse_random(in, l);
     for (const auto& m : sources) note(in.out, m);
     Z_[in.out] = substitute(e, [&](int id) { return Z_[id]; });
     rel_[in.out] = worst;
@@ -562,6 +594,7 @@ class ZCalculus {
       scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
       return;
     }
+    if (l.random) refuse_random(in, l);
     Expr e = l.e;
     Estimate est;
     if (!opt_.force_quadrature && exact_moment(e, est)) {
@@ -617,12 +650,20 @@ class ZCalculus {
       scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
       return;
     }
+    if (l.random) {
+      // Kept as a random quantity of known order: later growth is still seen.
+      random_[in.out] = true;
+      random_why_[in.out] = l.why;
+      scalar_[in.out] = Estimate{0.0, 0.0, "fluctuation (CLT scale) of '" + l.why + "'", {}};
+      return;
+    }
     double v = evaluate(l.e, [](int) { return 0.0; });
     // First-order error propagation through the exact expression.
     auto value = [&](int id) { return scalar_[id]->value; };
     double err = 0;
     std::set<std::string> methods;
     for (int id : free_vars(in.expr)) {
+      if (random_[id]) continue;  // dropped at this order (else refused above)
       double d = std::abs(order_[id]) <= kTol ? evaluate(derivative(in.expr, id), value) : 0.0;
       err += std::abs(d) * scalar_[id]->abs_error;
       methods.insert(scalar_[id]->method);

@@ -185,3 +185,28 @@ TEST_CASE("netsor print --json of a 3-layer MLP lists kind, shape and defining i
   CHECK(vars["k"]["def"]["op"] == "moment");
   fs::remove_all(d);
 }
+
+TEST_CASE("netsor abc: JSON verdicts, --verify exponents, usage errors") {
+  auto j = nlohmann::json::parse(run("abc --preset mup --layers 3 --json").out);
+  CHECK(j["stable"] == true);
+  CHECK(j["nontrivial"] == true);
+  CHECK(j["regime"] == "feature_learning");
+  CHECK(j["r"] == 0.0);
+  CHECK(j["r_l"].size() == 3);
+  auto sp = nlohmann::json::parse(run("abc --preset sp --json").out);
+  CHECK(sp["regime"] == "unstable");
+  CHECK(sp["failed"].size() == 3);
+  auto custom = nlohmann::json::parse(run("abc --layers 1 --a 0,1 --b 0,0 --c -1 --json").out);
+  CHECK(custom["regime"] == "feature_learning");  // mean field
+  for (const char* preset : {"mup", "ntk"}) {
+    INFO(preset);
+    auto r = run(std::string("abc --preset ") + preset + " --verify --json");
+    REQUIRE(r.rc == 0);
+    auto v = nlohmann::json::parse(r.out)["verify"];
+    for (std::size_t l = 0; l < v["measured"].size(); ++l)
+      CHECK(std::abs(v["measured"][l].get<double>() - v["predicted"][l].get<double>()) <= 0.15);
+  }
+  CHECK(run("abc --preset mf --layers 2").rc == 2);
+  CHECK(run("abc --layers 2 --a 0,0 --b 0,0,0 --c 0").rc == 2);
+  CHECK(run("abc --preset nope").rc == 2);
+}
