@@ -25,6 +25,8 @@ struct QuantityStats {
   std::string name;
   double mean = 0;
   double sem = 0;                 // standard error of the mean over seeds (0 for one seed)
+  double sd = 0;                  // standard deviation over seeds: the spread of a quantity that
+                                  // converges in law (a readout n^{1/2} avg(v x): its sd^2 -> the NNGP)
   std::vector<double> per_seed;   // in seed order
 };
 

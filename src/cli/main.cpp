@@ -229,7 +229,8 @@ int main(int argc, char** argv) {
       bar.clear();
       if (run_o.json) {
         nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
-        for (const auto& q : r.quantities) j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}};
+        for (const auto& q : r.quantities)
+          j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}, {"sd", q.sd}, {"per_seed", q.per_seed}};
         std::cout << j.dump(2) << "\n";
       } else {
         std::cout << netsor::cli::run_table(run_o.file, r);

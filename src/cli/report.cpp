@@ -245,10 +245,11 @@ std::string run_table(const std::string& file, const exec::RunResult& r) {
   std::size_t w = 8;
   for (const auto& q : r.quantities) w = std::max(w, q.name.size());
   o << file << ": width " << r.width << ", " << r.seeds << " seed" << (r.seeds == 1 ? "" : "s") << "\n";
-  o << "  " << std::left << std::setw(w) << "quantity" << "  " << std::setw(22) << "mean" << "  sem\n";
+  o << "  " << std::left << std::setw(w) << "quantity" << "  " << std::setw(22) << "mean" << "  " << std::setw(9)
+    << "sem" << "  sd over seeds\n";
   for (const auto& q : r.quantities)
-    o << "  " << std::left << std::setw(w) << q.name << "  " << std::setw(22) << num(q.mean, 12) << "  " << err(q.sem)
-      << "\n";
+    o << "  " << std::left << std::setw(w) << q.name << "  " << std::setw(22) << num(q.mean, 12) << "  " << std::setw(9)
+      << err(q.sem) << "  " << err(q.sd) << "\n";
   return o.str();
 }
 

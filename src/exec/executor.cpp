@@ -483,6 +483,7 @@ RunResult run(const ir::Program& p, const Options& o) {
     for (double v : st.per_seed) var += (v - mean) * (v - mean);
     st.mean = mean;
     st.sem = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1) / o.seeds) : 0.0;
+    st.sd = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1)) : 0.0;
     res.quantities.push_back(st);
   }
   return res;
