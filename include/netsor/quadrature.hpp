@@ -28,14 +28,12 @@ struct Rule {
 };
 const Rule& gauss_hermite(int order);
 
+// An integrand evaluated on many nodes at once: it receives the node
+// coordinates as dim arrays (one per coordinate) and returns the values.
+using BatchIntegrand = std::function<Eigen::ArrayXd(const std::vector<Eigen::ArrayXd>& xi)>;
 // Tensor Gauss-Hermite at increasing orders until two successive orders agree
 // to `tol` (relative to max(1, |I|)); the error estimate is their difference.
 // For smooth integrands.
-Result tensor_gauss_hermite(const Integrand& h, int dim, double tol);
-
-// The same with the integrand evaluated on all nodes at once: h receives the
-// node coordinates as dim arrays (one per coordinate) and returns the values.
-using BatchIntegrand = std::function<Eigen::ArrayXd(const std::vector<Eigen::ArrayXd>& xi)>;
 Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol);
 
 // A kink of the integrand: the hyperplane offset + normal . xi = 0.

@@ -56,28 +56,6 @@ const Rule& gauss_hermite(int order) {
 
 namespace {
 
-double tensor_rule(const Integrand& h, int dim, int order, long& evals) {
-  const Rule& r = gauss_hermite(order);
-  std::vector<int> idx(dim, 0);
-  std::vector<double> xi(dim);
-  double sum = 0;
-  while (true) {
-    double w = 1;
-    for (int d = 0; d < dim; ++d) {
-      xi[d] = r.x[idx[d]];
-      w *= r.w[idx[d]];
-    }
-    if (w > 1e-300) {
-      sum += w * h(xi.data());
-      ++evals;
-    }
-    int d = 0;
-    while (d < dim && ++idx[d] == order) idx[d++] = 0;
-    if (d == dim) break;
-  }
-  return sum;
-}
-
 std::vector<int> gh_orders(int dim) {
   switch (dim) {
     // Orders grow by ~1.5: the first pair that agrees stops the sequence, so
@@ -92,30 +70,6 @@ std::vector<int> gh_orders(int dim) {
 }
 
 }  // namespace
-
-Result tensor_gauss_hermite(const Integrand& h, int dim, double tol) {
-  Result res;
-  auto orders = gh_orders(dim);
-  double prev = tensor_rule(h, dim, orders[0], res.evals);
-  int used = orders[0];
-  double err = INFINITY;
-  for (std::size_t i = 1; i < orders.size(); ++i) {
-    double cur = tensor_rule(h, dim, orders[i], res.evals);
-    err = std::abs(cur - prev);
-    prev = cur;
-    used = orders[i];
-    if (err <= tol * std::max(1.0, std::abs(cur))) {
-      res.converged = true;
-      break;
-    }
-  }
-  res.value = prev;
-  res.abs_error = err;
-  std::ostringstream m;
-  m << "Gauss-Hermite order " << used << (dim > 1 ? " (tensor, " + std::to_string(dim) + "-d)" : "");
-  res.method = m.str();
-  return res;
-}
 
 Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol) {
   Result res;
@@ -261,42 +215,6 @@ Result nested_gauss_kronrod(const Integrand& h, int dim, const std::vector<Hyper
   return r;
 }
 
-Result randomized_qmc(const Integrand& h, int dim, std::uint64_t seed, int shifts, int points) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> U(0.0, 1.0);
-  std::vector<double> means;
-  std::vector<double> u(dim), xi(dim), shift(dim);
-  Result r;
-  for (int s = 0; s < shifts; ++s) {
-    for (auto& v : shift) v = U(rng);
-    boost::random::sobol gen(dim);
-    double sum = 0;
-    for (int p = 0; p < points; ++p) {
-      for (int d = 0; d < dim; ++d) {
-        double v = double(gen()) / (double(gen.max()) + 1.0) + shift[d];
-        v -= std::floor(v);
-        v = std::clamp(v, 1e-300, 1.0 - 1e-16);
-        xi[d] = normal_quantile(v);
-      }
-      sum += h(xi.data());
-    }
-    r.evals += points;
-    means.push_back(sum / points);
-  }
-  double mean = 0;
-  for (double m : means) mean += m;
-  mean /= shifts;
-  double var = 0;
-  for (double m : means) var += (m - mean) * (m - mean);
-  var /= (shifts - 1);
-  r.value = mean;
-  r.abs_error = 2.0 * std::sqrt(var / shifts);
-  r.converged = std::isfinite(mean);
-  std::ostringstream m;
-  m << "randomized QMC (Sobol, " << shifts << " shifts x " << points << " points, " << dim << "-d, 2 s.e.)";
-  r.method = m.str();
-  return r;
-}
 
 namespace {
 

@@ -584,16 +584,22 @@ class ZCalculus {
   }
 
   // ---- Moment: theta = E phi(Z...) (master theorem)
+  // The leading order of a Moment's or Scalar's expression; a quantity zero to
+  // every order is settled here (returns true).
+  bool scalar_lead(const ir::Instr& in, Lead& l, double& worst, std::set<std::string>& sources) {
+    l = lead(in.expr, in, worst, sources);
+    order_[in.out] = l.order;
+    if (!l.zero()) return false;
+    scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
+    return true;
+  }
+
   void compute_moment(const ir::Instr& in) {
     check_assumptions(in);
     double worst = 0;
     std::set<std::string> sources;
-    Lead l = lead(in.expr, in, worst, sources);
-    order_[in.out] = l.order;
-    if (l.zero()) {
-      scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
-      return;
-    }
+    Lead l;
+    if (scalar_lead(in, l, worst, sources)) return;
     if (l.random) refuse_random(in, l);
     Expr e = l.e;
     Estimate est;
@@ -644,12 +650,8 @@ class ZCalculus {
   void compute_scalar(const ir::Instr& in) {
     double worst = 0;
     std::set<std::string> sources;
-    Lead l = lead(in.expr, in, worst, sources);
-    order_[in.out] = l.order;
-    if (l.zero()) {
-      scalar_[in.out] = Estimate{0.0, 0.0, "exact (zero to every order)", {}};
-      return;
-    }
+    Lead l;
+    if (scalar_lead(in, l, worst, sources)) return;
     if (l.random) {
       // Kept as a random quantity of known order: later growth is still seen.
       random_[in.out] = true;
