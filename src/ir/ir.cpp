@@ -43,11 +43,12 @@ std::string Program::dim_name(const Dim& d) const {
 
 namespace {
 
+// " : n x m" after a name (not [..], which would read as an index).
 std::string shape_of(const Program& p, const Var& v) {
   switch (v.kind) {
-    case VarKind::A: return "[" + p.dim_name(v.rows) + ", " + p.dim_name(v.cols) + "]";
-    case VarKind::G: case VarKind::H: return "[" + p.dim_name(v.rows) + "]";
-    case VarKind::Input: return "[" + std::to_string(v.rows.finite) + "]";
+    case VarKind::A: return " : " + p.dim_name(v.rows) + " x " + p.dim_name(v.cols);
+    case VarKind::G: case VarKind::H: return " : " + p.dim_name(v.rows);
+    case VarKind::Input: return " : " + std::to_string(v.rows.finite);
     case VarKind::Scalar: return "";
   }
   return "";
@@ -81,7 +82,7 @@ std::string to_text(const Program& p) {
   o << "\n";
   for (const auto& m : p.matrices) {
     const Var& v = p.vars[m.var];
-    o << "  A      " << v.name << shape_of(p, v) << " : "
+    o << "  A      " << v.name << shape_of(p, v) << "  "
       << (m.dist == MatrixDist::Gaussian ? "gaussian" : "orthogonal") << "(var=" << m.variance << ")\n";
   }
   for (std::size_t f = 0; f < p.families.size(); ++f) {

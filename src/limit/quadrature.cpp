@@ -11,6 +11,7 @@
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 namespace netsor::quad {
 
@@ -317,27 +318,57 @@ Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points
   return r;
 }
 
-Result randomized_qmc_batch(const BatchIntegrand& h, int dim, std::uint64_t seed, int shifts, int points) {
-  constexpr int kChunk = 4096;
+namespace {
+// The normal points of one randomized Sobol set (dim arrays per shift). They
+// are the same for every expectation of a given dimension and seed, so they
+// are made once (the inverse normal CDF was most of QMC's cost) and kept while
+// the cache stays under 256 MiB.
+using PointSet = std::vector<std::vector<Eigen::ArrayXd>>;  // [shift][coordinate]
+std::shared_ptr<const PointSet> qmc_points(int dim, std::uint64_t seed, int shifts, int points) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, std::uint64_t, int, int>, std::shared_ptr<const PointSet>> cache;
+  static std::size_t cached_bytes = 0;
+  auto key = std::make_tuple(dim, seed, shifts, points);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> U(0.0, 1.0);
-  std::vector<double> means, shift(dim);
-  std::vector<Eigen::ArrayXd> xi(dim, Eigen::ArrayXd(kChunk));
-  Result r;
+  auto set = std::make_shared<PointSet>(shifts, std::vector<Eigen::ArrayXd>(dim, Eigen::ArrayXd(points)));
+  std::vector<double> shift(dim);
   for (int s = 0; s < shifts; ++s) {
     for (auto& v : shift) v = U(rng);
     boost::random::sobol gen(dim);
+    for (int p = 0; p < points; ++p)
+      for (int d = 0; d < dim; ++d) {
+        double v = double(gen()) / (double(gen.max()) + 1.0) + shift[d];
+        v -= std::floor(v);
+        (*set)[s][d](p) = normal_quantile(std::clamp(v, 1e-300, 1.0 - 1e-16));
+      }
+  }
+  std::size_t bytes = std::size_t(shifts) * dim * points * sizeof(double);
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached_bytes + bytes <= (std::size_t(256) << 20)) {
+    cache.emplace(key, set);
+    cached_bytes += bytes;
+  }
+  return set;
+}
+}  // namespace
+
+Result randomized_qmc_batch(const BatchIntegrand& h, int dim, std::uint64_t seed, int shifts, int points) {
+  constexpr int kChunk = 4096;
+  auto set = qmc_points(dim, seed, shifts, points);
+  std::vector<double> means;
+  std::vector<Eigen::ArrayXd> xi(dim);
+  Result r;
+  for (int s = 0; s < shifts; ++s) {
     double sum = 0;
     for (int done = 0; done < points; done += kChunk) {
       int m = std::min(kChunk, points - done);
-      for (auto& a : xi) a.resize(m);
-      for (int p = 0; p < m; ++p)
-        for (int d = 0; d < dim; ++d) {
-          double v = double(gen()) / (double(gen.max()) + 1.0) + shift[d];
-          v -= std::floor(v);
-          v = std::clamp(v, 1e-300, 1.0 - 1e-16);
-          xi[d](p) = normal_quantile(v);
-        }
+      for (int d = 0; d < dim; ++d) xi[d] = (*set)[s][d].segment(done, m);
       sum += h(xi).sum();
     }
     r.evals += points;
