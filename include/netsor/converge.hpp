@@ -24,7 +24,7 @@ struct Row {
   std::int64_t width = 0;
   int seeds = 0;
   double mean = 0, sem = 0;
-  double error = 0;  // |mean - limit|
+  double error = 0;  // |mean - limit|, or |mean - c n^e| for a quantity vanishing like c n^e
   double rmse = 0;   // sqrt(mean over seeds of (value - limit)^2): the typical error of one run
 };
 
@@ -33,7 +33,7 @@ struct Series {
   limit::Estimate limit;
   std::vector<Row> rows;
   double slope = 0;         // fitted d log(rmse) / d log(width); about -1/2 when converging
-  double growth = 0;        // fitted d log|mean| / d log(width)
+  double growth = 0;        // fitted d log|mean| / d log(width) (the rate of a vanishing quantity)
   std::string verdict;      // "converging", "not converging", "within noise", "exact", "unstable ..."
 };
 

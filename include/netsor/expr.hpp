@@ -79,6 +79,9 @@ bool as_affine(const Expr& e, std::vector<double>& coef, double& offset);
 // Readable infix text; name(id) prints a leaf.
 std::string to_string(const Expr& e, const std::function<std::string(int)>& name);
 
+// Structural equality (same tree up to shared nodes).
+bool same(const Expr& a, const Expr& b);
+
 // The additive terms of e with their constant coefficients:
 // e = sum coef_i * term_i, splitting +, -, negation and scaling by constants.
 std::vector<std::pair<double, Expr>> additive_terms(const Expr& e);

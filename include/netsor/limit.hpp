@@ -31,6 +31,10 @@ struct Estimate {
   // Methods that produced the covariances, Zdot coefficients and scalars this
   // value was computed from (empty when everything upstream was exact).
   std::set<std::string> inputs;
+  // Order analysis: a quantity that vanishes like coefficient * n^order
+  // (order < 0) has value 0; converge compares finite widths with the power law.
+  double order = 0;
+  double coefficient = 0;
 };
 
 // The joint law of the Gaussians an expectation may involve, by leaf id.

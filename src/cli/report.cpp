@@ -51,11 +51,16 @@ std::string limit_table(const std::string& file, const limit::Result& r) {
 nlohmann::json limit_json(const limit::Result& r) {
   nlohmann::json j;
   j["quantities"] = nlohmann::json::object();
-  for (const auto& q : r.quantities)
+  for (const auto& q : r.quantities) {
     j["quantities"][q.name] = {{"value", q.estimate.value},
                                {"abs_error", q.estimate.abs_error},
                                {"method", q.estimate.method},
                                {"inputs", q.estimate.inputs}};
+    if (q.estimate.order < 0) {
+      j["quantities"][q.name]["order"] = q.estimate.order;
+      j["quantities"][q.name]["coefficient"] = q.estimate.coefficient;
+    }
+  }
   return j;
 }
 
@@ -166,8 +171,8 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
       for (const auto& t : z.zdot) {
         o << (latex ? "% " : "      ") << "Zdot term: " << num(fam.scale, 6) << " * " << zname(r.leaves[t.leaf].arg)
           << " * E[d" << zname(in.arg) << " / d" << (latex ? r.leaves[t.leaf].name : nm.leaf(t.leaf))
-          << "] = " << num(fam.scale, 6) << " * " << num(t.expectation.value, 12) << "  [" << t.expectation.method
-          << "]\n";
+          << "] = " << num(fam.scale, 6) << " * " << num(t.expectation.value, 12) << " ± "
+          << err(t.expectation.abs_error) << "  [" << t.expectation.method << "]\n";
       }
     }
   }
@@ -296,6 +301,11 @@ nlohmann::json converge_json(const exec::ConvergeResult& r) {
   j["notes"] = r.notes;
   for (const auto& s : r.series) {
     j["limit"][s.name] = {{"value", s.limit.value}, {"abs_error", s.limit.abs_error}, {"method", s.limit.method}};
+    if (s.limit.order < 0) {
+      j["limit"][s.name]["order"] = s.limit.order;
+      j["limit"][s.name]["coefficient"] = s.limit.coefficient;
+    }
+    j["growth"][s.name] = std::isnan(s.growth) ? json(nullptr) : json(s.growth);
     for (const auto& row : s.rows)
       j["rows"].push_back({{"quantity", s.name}, {"width", row.width}, {"seeds", row.seeds}, {"mean", row.mean}, {"sem", row.sem},
                            {"abs_error", row.error}, {"rmse", row.rmse}});

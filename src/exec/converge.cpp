@@ -51,7 +51,10 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     res.widths.push_back(w);
     for (std::size_t q = 0; q < rr.quantities.size(); ++q) {
       const auto& st = rr.quantities[q];
-      double L = res.series[q].limit.value;
+      // A quantity vanishing like c n^e is compared with that power law (in
+      // units of the base width n: w is n here).
+      const auto& lim = res.series[q].limit;
+      double L = lim.order < 0 && lim.coefficient != 0 ? lim.coefficient * std::pow(double(w), lim.order) : lim.value;
       double ss = 0;
       for (double v : st.per_seed) ss += (v - L) * (v - L);
       res.series[q].rows.push_back(
@@ -82,6 +85,10 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     bool close = last.error <= tol;
     if (lx.empty()) {
       s.verdict = "exact at every width";
+    } else if (s.limit.order < 0 && s.limit.coefficient != 0) {
+      bool rate = !std::isnan(s.growth) && std::abs(s.growth - s.limit.order) <= 0.2;
+      s.verdict = std::string(close && rate ? "converging" : "not converging") + ": value ~ " +
+                  fixed(s.limit.coefficient, 4) + " n^" + fixed(s.limit.order, 2) + ", measured n^" + fixed(s.growth, 2);
     } else if (!std::isnan(s.growth) && s.growth > 0.25 && !std::isnan(s.slope) && s.slope > 0.1 &&
                std::abs(last.mean) > 4 * std::abs(s.limit.value) + 4 * last.sem) {
       // The values and their distance to the limit both grow with n.

@@ -294,6 +294,18 @@ void split_terms(const Expr& e, double coef, std::vector<std::pair<double, Expr>
 }
 }  // namespace
 
+bool same(const Expr& a, const Expr& b) {
+  if (a.get() == b.get()) return true;
+  if (!a || !b || a->op != b->op) return false;
+  switch (a->op) {
+    case ExprOp::Const: return a->value == b->value;
+    case ExprOp::Var: return a->var == b->var;
+    case ExprOp::Call: return a->fn == b->fn && same(a->a, b->a);
+    case ExprOp::Neg: return same(a->a, b->a);
+    default: return same(a->a, b->a) && same(a->b, b->b);
+  }
+}
+
 std::vector<std::pair<double, Expr>> additive_terms(const Expr& e) {
   std::vector<std::pair<double, Expr>> out;
   split_terms(e, 1.0, out);

@@ -63,8 +63,8 @@ std::vector<int> gh_orders(int dim) {
     // a finer progression wastes fewer evaluations than doubling.
     case 1: return {20, 30, 45, 68, 100, 150, 225, 340};
     case 2: return {16, 24, 36, 54, 80, 120, 180};
-    // In 3 and more dimensions a stalled tensor rule is expensive: stop early
-    // and let randomized QMC take over.
+    // In 3 and more dimensions a stalled tensor rule is expensive (and its
+    // registers large): stop early and let sparse grids or randomized QMC take over.
     case 3: return {12, 18, 27, 40};
     default: return {8, 12, 18};
   }

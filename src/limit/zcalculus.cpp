@@ -109,6 +109,8 @@ class ZCalculus {
       }
       if (k < -kTol) {
         e.method = "vanishes like n^" + fmt(k) + " (coefficient " + fmt(e.value) + " by " + e.method + ")";
+        e.order = k;
+        e.coefficient = e.value;
         e.value = 0;
         e.abs_error = 0;
       }
@@ -262,16 +264,18 @@ class ZCalculus {
     if (aff_[x].ok) {
       auto s = sigma_times(aff_[x]);
       double mx = mean_of(aff_[x]);
+      row(k) = second_moment(s, mx, aff_[x]);
       for (int j = 0; j < k; ++j) {
         VarId xj = leaves_[fam.leaves[j]].arg;
-        row(j) = aff_[xj].ok ? second_moment(s, mx, aff_[xj]) : expect_product(x, xj, in, worst, 0.0);
+        row(j) = aff_[xj].ok ? second_moment(s, mx, aff_[xj])
+                             : expect_product(x, xj, in, worst,
+                                              cov_ref(row(k), cov_[F](j, j) / fam.scale));
       }
-      row(k) = second_moment(s, mx, aff_[x]);
     } else {
       row(k) = expect_product(x, x, in, worst, 0.0);
       for (int j = 0; j < k; ++j)
         row(j) = expect_product(x, leaves_[fam.leaves[j]].arg, in, worst,
-                                std::sqrt(std::abs(row(k) * cov_[F](j, j) / fam.scale)));
+                                cov_ref(row(k), cov_[F](j, j) / fam.scale));
     }
     row *= fam.scale;
     // Grow the covariance by doubling, so that long programs stay linear in copies.
@@ -346,6 +350,10 @@ class ZCalculus {
     matrix_family_[key] = (int)fam_.size() - 1;
     return (int)fam_.size() - 1;
   }
+
+  // The scale against which an error in E[Z^x Z^{x_j}] is relative: the larger
+  // of the two second moments (a leaf of a zero vector has none of its own).
+  static double cov_ref(double xx, double jj) { return std::max(std::abs(xx), std::abs(jj)); }
 
   double expect_product(VarId a, VarId b, const ir::Instr& in, double& worst, double ref) {
     Estimate e = expect(mul(Z_[a], Z_[b]), in, "E[" + name(a) + " * " + name(b) + "]");
@@ -449,6 +457,9 @@ class ZCalculus {
       }
       case ExprOp::Add: case ExprOp::Sub: {
         Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
+        if (x->op == ExprOp::Sub && !a.zero() && !b.zero() && !a.random && !b.random &&
+            std::abs(a.order - b.order) <= kTol && same(a.e, b.e))
+          return cancelled(x, in, worst, sources);
         if (x->op == ExprOp::Sub) b.e = neg(b.e);
         if (a.zero()) return b;
         if (b.zero()) return a;
@@ -519,6 +530,52 @@ class ZCalculus {
       }
     }
     return zero_lead();
+  }
+
+  // X - Y whose leading terms are equal: the difference lives at a lower
+  // order. Rewrites find it: common additive terms cancel
+  // ((h + n^-1/2 d) - h = n^-1/2 d), products split (XY - ZW = (X-Z)Y + Z(Y-W)),
+  // and F(A) - F(B) = F'(B) (A - B) + ... for a
+  // smooth F (a nonlinearity or a power) when A - B is of lower order than A --
+  // so a program written in difference form, n^1/2 (phi(h0 + n^-1/2 d) - phi(h0)),
+  // gets its first-order limit phi'(h0) d.
+  Lead cancelled(const Expr& x, const ir::Instr& in, double& worst, std::set<std::string>& sources) {
+    const Expr &X = x->a, &Y = x->b;
+    auto tx = additive_terms(X), ty = additive_terms(Y);
+    bool removed = false;
+    for (auto& [cy, ey] : ty)
+      for (auto& [cx, ex] : tx)
+        if (cx != 0 && cx == cy && same(ex, ey)) {
+          cx = cy = 0;
+          removed = true;
+          break;
+        }
+    if (removed) {
+      Expr rest = constant(0.0);
+      for (const auto& [c, e] : tx)
+        if (c != 0) rest = add(rest, mul(constant(c), e));
+      for (const auto& [c, e] : ty)
+        if (c != 0) rest = sub(rest, mul(constant(c), e));
+      return lead(rest, in, worst, sources);
+    }
+    if (X->op == ExprOp::Mul && Y->op == ExprOp::Mul)  // XY - ZW = (X - Z) Y + Z (Y - W), exactly
+      return lead(add(mul(sub(X->a, Y->a), X->b), mul(Y->a, sub(X->b, Y->b))), in, worst, sources);
+    double p;
+    bool smooth_call = X->op == ExprOp::Call && Y->op == ExprOp::Call && X->fn == Y->fn && !is_kinked(X->fn);
+    bool power = X->op == ExprOp::Pow && Y->op == ExprOp::Pow && is_const(X->b, &p) && same(X->b, Y->b);
+    if (smooth_call || power) {
+      Lead d = lead(sub(X->a, Y->a), in, worst, sources);
+      if (d.zero()) return zero_lead();
+      Expr slope = smooth_call ? substitute(fn_derivative(X->fn, var(-4)), [&](int) { return Y->a; })
+                               : mul(constant(p), pow(Y->a, constant(p - 1)));
+      Lead s = lead(slope, in, worst, sources);
+      if (s.zero())
+        refuse(in, "in '" + name(in.out) + "' the leading terms cancel and so does the first-order term",
+               "the order analysis expands differences to first order only");
+      return join({mul(s.e, d.e), s.order + d.order}, s, d);
+    }
+    refuse(in, "in '" + name(in.out) + "' the leading terms of a difference cancel, and the next order is not derived",
+           "write the program in difference form: n^0.5 * (phi(h0 + n^-0.5 * d) - phi(h0)), or (h0 + e) - h0");
   }
 
   static bool is_zero_const(const Expr& e) {

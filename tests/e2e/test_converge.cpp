@@ -2,8 +2,9 @@
 // on every program in programs/ over widths 256..8192. Each quantity must be
 // within 4 standard errors of its limit at the largest width, and, where the
 // limit is nonzero and the quantity fluctuates, its rms error must fall like
-// n^s with s = -1/2 +- 0.2. A program meant to be unstable must be reported
-// so. (Release build only: about 150 s on 2 cores.)
+// n^s with s = -1/2 +- 0.2; a quantity whose limit vanishes like n^e (nonzero
+// coefficient) must fall at that rate. A program meant to be unstable must be
+// reported so. (Release build only: about 150 s on 2 cores.)
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -48,6 +49,12 @@ TEST_CASE("every program converges to its limit at the n^-1/2 rate") {
       if (fluctuates && std::abs(limit) > 1e-12) {
         REQUIRE(!j["slopes"][q].is_null());
         CHECK(std::abs(j["slopes"][q].get<double>() + 0.5) <= 0.2);
+      }
+      // A quantity the order analysis says vanishes like c n^e (c != 0): the
+      // finite widths follow c n^e, and their values fall at that rate.
+      if (lim.contains("coefficient") && lim["coefficient"].get<double>() != 0) {
+        REQUIRE(!j["growth"][q].is_null());
+        CHECK(std::abs(j["growth"][q].get<double>() - lim["order"].get<double>()) <= 0.2);
       }
     }
   }
