@@ -83,8 +83,10 @@ std::string to_string(const Expr& e, const std::function<std::string(int)>& name
 bool same(const Expr& a, const Expr& b);
 
 // The additive terms of e with their constant coefficients:
-// e = sum coef_i * term_i, splitting +, -, negation and scaling by constants.
-std::vector<std::pair<double, Expr>> additive_terms(const Expr& e);
+// e = sum coef_i * term_i, splitting +, -, negation and scaling by constants,
+// and distributing products over sums while the expansion stays within
+// `limit` terms (beyond, a product stays one term).
+std::vector<std::pair<double, Expr>> additive_terms(const Expr& e, std::size_t limit = 64);
 
 // Number of distinct nodes (for limits on program size).
 std::size_t node_count(const Expr& e);

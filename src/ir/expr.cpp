@@ -274,26 +274,6 @@ std::vector<int> free_vars(const Expr& e) {
   return {ids.begin(), ids.end()};
 }
 
-namespace {
-void split_terms(const Expr& e, double coef, std::vector<std::pair<double, Expr>>& out) {
-  double v;
-  switch (e->op) {
-    case ExprOp::Add: split_terms(e->a, coef, out); split_terms(e->b, coef, out); return;
-    case ExprOp::Sub: split_terms(e->a, coef, out); split_terms(e->b, -coef, out); return;
-    case ExprOp::Neg: split_terms(e->a, -coef, out); return;
-    case ExprOp::Mul:
-      if (is_const(e->a, &v)) return split_terms(e->b, coef * v, out);
-      if (is_const(e->b, &v)) return split_terms(e->a, coef * v, out);
-      break;
-    case ExprOp::Div:
-      if (is_const(e->b, &v) && v != 0) return split_terms(e->a, coef / v, out);
-      break;
-    default: break;
-  }
-  out.push_back({coef, e});
-}
-}  // namespace
-
 bool same(const Expr& a, const Expr& b) {
   if (a.get() == b.get()) return true;
   if (!a || !b || a->op != b->op) return false;
@@ -306,10 +286,41 @@ bool same(const Expr& a, const Expr& b) {
   }
 }
 
-std::vector<std::pair<double, Expr>> additive_terms(const Expr& e) {
-  std::vector<std::pair<double, Expr>> out;
-  split_terms(e, 1.0, out);
-  return out;
+// e as sum coef_i * term_i with products distributed over sums, as long as
+// the expansion stays within `limit` terms (beyond, a product stays one term).
+std::vector<std::pair<double, Expr>> additive_terms(const Expr& e, std::size_t limit) {
+  double v;
+  switch (e->op) {
+    case ExprOp::Add: case ExprOp::Sub: {
+      auto a = additive_terms(e->a, limit), b = additive_terms(e->b, limit);
+      double s = e->op == ExprOp::Add ? 1 : -1;
+      for (auto& [c, t] : b) a.push_back({s * c, t});
+      return a;
+    }
+    case ExprOp::Neg: {
+      auto a = additive_terms(e->a, limit);
+      for (auto& [c, t] : a) c = -c;
+      return a;
+    }
+    case ExprOp::Div:
+      if (is_const(e->b, &v) && v != 0) {
+        auto a = additive_terms(e->a, limit);
+        for (auto& [c, t] : a) c /= v;
+        return a;
+      }
+      break;
+    case ExprOp::Mul: {
+      auto a = additive_terms(e->a, limit), b = additive_terms(e->b, limit);
+      if (a.size() * b.size() > limit) break;
+      std::vector<std::pair<double, Expr>> out;
+      for (const auto& [ca, ta] : a)
+        for (const auto& [cb, tb] : b) out.push_back({ca * cb, mul(ta, tb)});
+      return out;
+    }
+    case ExprOp::Const: return {{e->value, constant(1.0)}};
+    default: break;
+  }
+  return {{1.0, e}};
 }
 
 std::size_t node_count(const Expr& e) {

@@ -179,43 +179,6 @@ class QuadMemo {
 
 // ------------------------------------------------------------ closed forms
 
-// e as sum coef_i * term_i with products distributed over sums, as long as
-// the expansion stays within `limit` terms (beyond, a product stays one term).
-std::vector<std::pair<double, Expr>> distribute(const Expr& e, std::size_t limit) {
-  double v;
-  switch (e->op) {
-    case ExprOp::Add: case ExprOp::Sub: {
-      auto a = distribute(e->a, limit), b = distribute(e->b, limit);
-      double s = e->op == ExprOp::Add ? 1 : -1;
-      for (auto& [c, t] : b) a.push_back({s * c, t});
-      return a;
-    }
-    case ExprOp::Neg: {
-      auto a = distribute(e->a, limit);
-      for (auto& [c, t] : a) c = -c;
-      return a;
-    }
-    case ExprOp::Div:
-      if (is_const(e->b, &v) && v != 0) {
-        auto a = distribute(e->a, limit);
-        for (auto& [c, t] : a) c /= v;
-        return a;
-      }
-      break;
-    case ExprOp::Mul: {
-      auto a = distribute(e->a, limit), b = distribute(e->b, limit);
-      if (a.size() * b.size() > limit) break;
-      std::vector<std::pair<double, Expr>> out;
-      for (const auto& [ca, ta] : a)
-        for (const auto& [cb, tb] : b) out.push_back({ca * cb, mul(ta, tb)});
-      return out;
-    }
-    case ExprOp::Const: return {{e->value, constant(1.0)}};
-    default: break;
-  }
-  return {{1.0, e}};
-}
-
 struct Factor {
   Fn fn;
   Expr arg;
@@ -266,7 +229,7 @@ class Engine {
     // E is linear: each additive term may take its own (cheapest exact)
     // method. Products of sums are distributed first (up to 64 terms), so that
     // terms over independent groups of Gaussians factor.
-    auto terms = distribute(f_, 64);
+    auto terms = additive_terms(f_, 64);
     AffineMemo aff(local_);
     std::unique_ptr<QuadMemo> quad;
     if (k_ <= 400) quad = std::make_unique<QuadMemo>(local_);
