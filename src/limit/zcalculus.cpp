@@ -92,6 +92,14 @@ class ZCalculus {
     for (const auto& rep : p_.reports) {
       Estimate e = *scalar_[rep.var];
       double k = order_[rep.var];
+      if (k > kTol && (fluct_[rep.var] || e.value == 0)) {
+        Diagnostic d;
+        d.loc = rep.loc;
+        d.message = "report '" + rep.name + "' is n^" + fmt(k) +
+                    " times a quantity whose limit is 0: a fluctuation scale with no deterministic limit";
+        d.hint = "it converges in law (or to 0), not to a number: measure it across seeds with netsor run";
+        throw ProgramError(d);
+      }
       if (k > kTol) {
         Diagnostic d;
         d.loc = rep.loc;
@@ -566,6 +574,11 @@ class ZCalculus {
     if (smooth_call || power) {
       Lead d = lead(sub(X->a, Y->a), in, worst, sources);
       if (d.zero()) return zero_lead();
+      // The expansion needs A - B of lower order than A itself.
+      Lead a = lead(X->a, in, worst, sources);
+      if (!a.zero() && d.order > a.order - kTol)
+        refuse(in, "in '" + name(in.out) + "' F(A) - F(B) cancels at leading order although A - B is not small",
+               "the order analysis expands only differences of nearby arguments, F(h0 + e) - F(h0)");
       Expr slope = smooth_call ? substitute(fn_derivative(X->fn, var(-4)), [&](int) { return Y->a; })
                                : mul(constant(p), pow(Y->a, constant(p - 1)));
       Lead s = lead(slope, in, worst, sources);
