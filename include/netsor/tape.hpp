@@ -32,6 +32,11 @@ class Tape {
     int slot;
   };
   std::vector<Ins> code_;
+
+  // The one interpreter loop; Ops supplies what differs between scalars and
+  // arrays: load(slot), constant(v), power(a, e), apply(fn, z).
+  template <class R, class Ops>
+  void run(std::vector<R>& r, const Ops& ops) const;
 };
 
 }  // namespace netsor

@@ -28,67 +28,71 @@ Tape::Tape(const Expr& root, const std::function<int(int)>& slot) {
   }
 }
 
-double Tape::eval(const double* x, std::vector<double>& r) const {
-  r.resize(code_.size());
+template <class R, class Ops>
+void Tape::run(std::vector<R>& r, const Ops& ops) const {
   for (std::size_t i = 0; i < code_.size(); ++i) {
     const Ins& c = code_[i];
     switch (c.op) {
-      case ExprOp::Const: r[i] = c.value; break;
-      case ExprOp::Var: r[i] = x[c.slot]; break;
+      case ExprOp::Const: r[i] = ops.constant(c.value); break;
+      case ExprOp::Var: r[i] = ops.load(c.slot); break;
       case ExprOp::Add: r[i] = r[c.a] + r[c.b]; break;
       case ExprOp::Sub: r[i] = r[c.a] - r[c.b]; break;
       case ExprOp::Mul: r[i] = r[c.a] * r[c.b]; break;
       case ExprOp::Div: r[i] = r[c.a] / r[c.b]; break;
       case ExprOp::Neg: r[i] = -r[c.a]; break;
-      case ExprOp::Pow: {
-        double e = r[c.b];
-        r[i] = e == 2.0 ? r[c.a] * r[c.a] : std::pow(r[c.a], e);
-        break;
-      }
-      case ExprOp::Call: r[i] = apply_fn(c.fn, r[c.a]); break;
+      case ExprOp::Pow: r[i] = ops.power(r[c.a], r[c.b]); break;
+      case ExprOp::Call: r[i] = ops.apply(c.fn, r[c.a]); break;
     }
   }
+}
+
+namespace {
+
+struct ScalarOps {
+  const double* x;
+  double load(int slot) const { return x[slot]; }
+  double constant(double v) const { return v; }
+  double power(double a, double e) const { return e == 2.0 ? a * a : std::pow(a, e); }
+  double apply(Fn f, double z) const { return apply_fn(f, z); }
+};
+
+struct ArrayOps {
+  const std::vector<const Eigen::ArrayXd*>& x;
+  Eigen::Index n;
+  const Eigen::ArrayXd& load(int slot) const { return *x[slot]; }
+  Eigen::ArrayXd constant(double v) const { return Eigen::ArrayXd::Constant(n, v); }
+  Eigen::ArrayXd power(const Eigen::ArrayXd& a, const Eigen::ArrayXd& e) const {
+    return (e == 2.0).all() ? Eigen::ArrayXd(a.square()) : Eigen::ArrayXd(a.pow(e));
+  }
+  // Eigen's vectorised forms where it has them; apply_fn elsewhere.
+  Eigen::ArrayXd apply(Fn f, const Eigen::ArrayXd& z) const {
+    switch (f) {
+      case Fn::Relu: return z.max(0.0);
+      case Fn::Step: return (z > 0.0).cast<double>();
+      case Fn::Abs: return z.abs();
+      case Fn::Tanh: return z.tanh();
+      case Fn::Sin: return z.sin();
+      case Fn::Cos: return z.cos();
+      case Fn::Exp: return z.exp();
+      default: return z.unaryExpr([f](double v) { return apply_fn(f, v); });
+    }
+  }
+};
+
+}  // namespace
+
+double Tape::eval(const double* x, std::vector<double>& r) const {
+  r.resize(code_.size());
+  run(r, ScalarOps{x});
   return r.back();
 }
 
 Eigen::ArrayXd Tape::eval(const std::vector<const Eigen::ArrayXd*>& x) const {
-  Eigen::Index n = x.empty() ? 1 : x[0]->size();
   // Registers are kept between calls (same sizes are reused without
   // allocating): quadrature calls this on chunk after chunk.
   thread_local std::vector<Eigen::ArrayXd> r;
   if (r.size() < code_.size()) r.resize(code_.size());
-  for (std::size_t i = 0; i < code_.size(); ++i) {
-    const Ins& c = code_[i];
-    switch (c.op) {
-      case ExprOp::Const: r[i] = Eigen::ArrayXd::Constant(n, c.value); break;
-      case ExprOp::Var: r[i] = *x[c.slot]; break;
-      case ExprOp::Add: r[i] = r[c.a] + r[c.b]; break;
-      case ExprOp::Sub: r[i] = r[c.a] - r[c.b]; break;
-      case ExprOp::Mul: r[i] = r[c.a] * r[c.b]; break;
-      case ExprOp::Div: r[i] = r[c.a] / r[c.b]; break;
-      case ExprOp::Neg: r[i] = -r[c.a]; break;
-      case ExprOp::Pow: {
-        const auto& e = r[c.b];
-        if ((e == 2.0).all()) r[i] = r[c.a].square();
-        else r[i] = r[c.a].pow(e);
-        break;
-      }
-      case ExprOp::Call: {
-        const auto& z = r[c.a];
-        switch (c.fn) {
-          case Fn::Relu: r[i] = z.max(0.0); break;
-          case Fn::Step: r[i] = (z > 0.0).cast<double>(); break;
-          case Fn::Abs: r[i] = z.abs(); break;
-          case Fn::Tanh: r[i] = z.tanh(); break;
-          case Fn::Sin: r[i] = z.sin(); break;
-          case Fn::Cos: r[i] = z.cos(); break;
-          case Fn::Exp: r[i] = z.exp(); break;
-          default: r[i] = z.unaryExpr([f = c.fn](double v) { return apply_fn(f, v); }); break;
-        }
-        break;
-      }
-    }
-  }
+  run(r, ArrayOps{x, x.empty() ? Eigen::Index(1) : x[0]->size()});
   return r[code_.size() - 1];
 }
 
