@@ -308,19 +308,11 @@ class ZCalculus {
     Expr z = var(leaf);
     if (opp != matrix_family_.end()) {
       const Family& G = fam_[opp->second];
-      std::vector<int> depends = aff_[x].ok ? std::vector<int>{} : free_vars(Z_[x]);
-      for (int gl : G.leaves) {
-        Estimate d;
-        if (aff_[x].ok) {
-          d = {aff_[x].at(gl), 0.0, "exact (linear)"};
-        } else {
-          if (!std::binary_search(depends.begin(), depends.end(), gl)) continue;
-          Expr dz = derivative(Z_[x], gl);
-          double c;
-          if (is_const(dz, &c)) d = {c, 0.0, "exact (constant derivative)"};
-          else d = expect(dz, in, "d" + name(x) + "/d" + leaves_[gl].name);
-        }
+      std::vector<Estimate> ds = zdot_expectations(x, opp->second, in);
+      for (std::size_t i = 0; i < G.leaves.size(); ++i) {
+        const Estimate& d = ds[i];
         if (d.value == 0 && d.abs_error == 0) continue;
+        int gl = G.leaves[i];
         VarId y = leaves_[gl].arg;
         double coef = fam_[F].scale * d.value;
         zv.zdot.push_back({gl, d, coef});
@@ -340,6 +332,118 @@ class ZCalculus {
     rel_[in.out] = worst;
     cache_mean(in.out);
     zvars_.push_back(std::move(zv));
+  }
+
+  // E[dZ^x / dZhat_j] for every leaf j of the Gaussian family G (the Zdot
+  // term, primer section 2). Z^x is a function of the leaves; with D the leaves
+  // of G it depends on, Gaussian integration by parts (Stein's lemma) gives
+  //   E[Zhat_D Z^x] = Sigma_DD E[grad_D Z^x],
+  // so E[grad_D Z^x] = Sigma_DD^+ E[Zhat_D Z^x] needs no derivative of the
+  // nonlinearity: the delta terms of step, sign, relu' and abs' (and
+  // derivatives singular at a point, |y|^0.5) are included by construction.
+  // Where Sigma_DD is singular, Zhat_D c = 0 for c in its kernel, hence
+  // sum_j c_j Z^{y_j} = 0 a.s. (Cov Zhat = scale E[Z^y Z^y']): the pseudo-inverse
+  // changes no Zdot. Where Z^x is smooth, the derivative form is computed too
+  // and the two must agree: an independent check of both integrations.
+  std::vector<Estimate> zdot_expectations(VarId x, int G, const ir::Instr& in) {
+    const Family& fam = fam_[G];
+    std::size_t k = fam.leaves.size();
+    std::vector<Estimate> out(k, Estimate{0.0, 0.0, "exact (independent)"});
+    if (aff_[x].ok) {
+      for (std::size_t i = 0; i < k; ++i) out[i] = {aff_[x].at(fam.leaves[i]), 0.0, "exact (linear)"};
+      return out;
+    }
+    std::vector<int> deps = free_vars(Z_[x]), D;
+    for (std::size_t i = 0; i < k; ++i)
+      if (std::binary_search(deps.begin(), deps.end(), fam.leaves[i])) D.push_back((int)i);
+    if (D.empty()) return out;
+    int m = (int)D.size();
+    // The derivative form, where it exists as an ordinary function.
+    std::vector<Estimate> deriv(m);
+    bool smooth = is_smooth(Z_[x]);
+    bool all_const = smooth;
+    for (int a = 0; a < m && smooth; ++a) {
+      int gl = fam.leaves[D[a]];
+      Expr dz = derivative(Z_[x], gl);
+      double c;
+      if (is_const(dz, &c)) deriv[a] = {c, 0.0, "exact (constant derivative)"};
+      else {
+        deriv[a] = expect(dz, in, "d" + name(x) + "/d" + leaves_[gl].name);
+        all_const = false;
+      }
+    }
+    if (all_const) {  // Z^x affine in these leaves: nothing to integrate
+      for (int a = 0; a < m; ++a) out[D[a]] = deriv[a];
+      return out;
+    }
+    // Stein: b_a = E[Zhat_a Z^x] (the leaves of a MatMul family have mean 0).
+    Eigen::VectorXd b(m), eb(m);
+    std::set<std::string> methods;
+    for (int a = 0; a < m; ++a) {
+      int gl = fam.leaves[D[a]];
+      Estimate e = expect(mul(var(gl), Z_[x]), in, "E[" + leaves_[gl].name + " * " + name(x) + "]");
+      b(a) = e.value;
+      eb(a) = e.abs_error;
+      methods.insert(e.method);
+    }
+    Eigen::MatrixXd S(m, m);
+    for (int a = 0; a < m; ++a)
+      for (int c = 0; c < m; ++c) S(a, c) = cov_[G](D[a], D[c]);
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(S);
+    double top = std::max(es.eigenvalues().cwiseAbs().maxCoeff(), 1e-300);
+    Eigen::MatrixXd P = Eigen::MatrixXd::Zero(m, m);
+    for (int j = 0; j < m; ++j) {
+      double l = es.eigenvalues()(j);
+      if (l > 1e-12 * top) P += es.eigenvectors().col(j) * es.eigenvectors().col(j).transpose() / l;
+    }
+    Eigen::VectorXd st = P * b, est = P.cwiseAbs() * eb;
+    std::string how;
+    for (const auto& mth : methods) how += (how.empty() ? "" : " + ") + mth;
+    if (smooth) {
+      // Check: Sigma d (derivative form) against b (Stein), in the range of
+      // Sigma where both are determined.
+      Eigen::VectorXd dv(m), de(m);
+      for (int a = 0; a < m; ++a) dv(a) = deriv[a].value, de(a) = deriv[a].abs_error;
+      Eigen::VectorXd gap = S * dv - b, allowed = eb + S.cwiseAbs() * de;
+      for (int a = 0; a < m; ++a)
+        if (std::abs(gap(a)) > 4 * allowed(a) + 1e-12 * (std::abs(b(a)) + top))
+          refuse(in,
+                 "two independent estimates of the Zdot coefficient E[d" + name(x) + "/d" +
+                     leaves_[fam.leaves[D[a]]].name + "] disagree (derivative form " + fmt(dv(a)) +
+                     " vs integration by parts, as E[Zhat " + name(x) + "], " + fmt(b(a)) + " against " +
+                     fmt((S * dv)(a)) + ")",
+                 "the integrand is too rough for the quadrature at this tolerance; try --tol, or report the case");
+      for (int a = 0; a < m; ++a) out[D[a]] = deriv[a];
+      return out;
+    }
+    for (int a = 0; a < m; ++a)
+      out[D[a]] = {st(a), est(a), "integration by parts (Stein): " + how, {}};
+    return out;
+  }
+
+  // An expression whose derivative is an ordinary, polynomially bounded
+  // function: no kinked built-in (relu, step, abs, sign), no guarded sqrt/log
+  // (a kink at 0), powers only by non-negative integers.
+  static bool is_smooth(const Expr& e) {
+    std::vector<const ExprNode*> stack{e.get()};
+    std::set<const ExprNode*> seen;
+    while (!stack.empty()) {
+      const ExprNode* n = stack.back();
+      stack.pop_back();
+      if (!seen.insert(n).second) continue;
+      if (n->op == ExprOp::Call && (is_kinked(n->fn) || n->fn == Fn::Sqrt || n->fn == Fn::Log)) return false;
+      if (n->op == ExprOp::Div) {
+        double c;
+        if (!is_const(n->b, &c)) return false;
+      }
+      if (n->op == ExprOp::Pow) {
+        double p;
+        if (!is_const(n->b, &p) || p < 0 || p != std::floor(p)) return false;
+      }
+      if (n->a) stack.push_back(n->a.get());
+      if (n->b) stack.push_back(n->b.get());
+    }
+    return true;
   }
 
   int family_of(VarId matrix, bool transposed, double scale) {
