@@ -550,7 +550,8 @@ class ZCalculus {
           if (std::isinf(order_[id]) && order_[id] < 0) return zero_lead();
           // A fluctuation has no value (nor error): it is dropped as lower
           // order, or whatever needs it is refused.
-          if (random_[id]) return {constant(0.0), order_[id], true, random_why_[id]};
+          if (random_[id])  // named by the user's scalar where it has a name of its own
+            return {constant(0.0), order_[id], true, name(id).find('#') == std::string::npos ? name(id) : random_why_[id]};
           if (s.method.rfind("exact", 0) != 0) sources.insert(s.method);
           sources.insert(s.inputs.begin(), s.inputs.end());
           worst = std::max(worst, rel(s.abs_error, s.value, 1.0));
@@ -589,6 +590,7 @@ class ZCalculus {
       }
       case ExprOp::Div: {
         Lead a = lead(x->a, in, worst, sources), b = lead(x->b, in, worst, sources);
+        if (b.random && !b.zero()) refuse_random(in, b);
         if (b.zero() || is_zero_const(b.e))
           refuse(in, "'" + name(in.out) + "' divides by a quantity whose limit is 0",
                  "the order analysis needs a denominator of known, nonzero limit");
@@ -614,7 +616,9 @@ class ZCalculus {
       case ExprOp::Call: {
         Lead a = lead(x->a, in, worst, sources);
         Fn f = x->fn;
-        if (a.zero() || (is_zero_const(a.e) && a.order <= kTol)) {
+        // A random argument (a fluctuation-scale scalar inside) keeps its
+        // randomness whatever f(0) is: its value is unknown, not 0.
+        if (a.zero() || (!a.random && is_zero_const(a.e) && a.order <= kTol)) {
           double f0 = apply_fn(f, 0.0);
           return f0 == 0 ? zero_lead() : Lead{constant(f0), 0.0};
         }
@@ -715,7 +719,8 @@ class ZCalculus {
   [[noreturn]] void refuse_random(const ir::Instr& in, const Lead& l) const {
     refuse(in,
            "'" + name(in.out) + "' depends at leading order on '" + l.why +
-               "', a fluctuation (CLT scale: a power of n times a moment whose limit is 0) with no deterministic limit",
+               "', a fluctuation-scale scalar (a power of n times a moment whose limit is 0): it converges in law, "
+               "not to a number, so this quantity has no deterministic limit",
            "such a quantity converges in law, not to a number: measure it across seeds with netsor run, "
            "or center it (e.g. train f - f0)");
   }
