@@ -17,6 +17,7 @@ struct Result {
   long evals = 0;
   bool converged = false;
   std::string method;
+  int order = 0;  // the Gauss-Hermite order or sparse-grid level that gave value
 };
 
 using Integrand = std::function<double(const double* xi)>;
@@ -33,8 +34,9 @@ const Rule& gauss_hermite(int order);
 using BatchIntegrand = std::function<Eigen::ArrayXd(const std::vector<Eigen::ArrayXd>& xi)>;
 // Tensor Gauss-Hermite at increasing orders until two successive orders agree
 // to `tol` (relative to max(1, |I|)); the error estimate is their difference.
-// For smooth integrands.
-Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol);
+// For smooth integrands. only_order > 0 evaluates that one order (no error
+// estimate): a second, independent estimate in rotated coordinates.
+Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order = 0);
 
 // A kink of the integrand: the hyperplane offset + normal . xi = 0.
 struct Hyperplane {
@@ -48,17 +50,17 @@ struct Hyperplane {
 Result nested_gauss_kronrod(const Integrand& h, int dim, const std::vector<Hyperplane>& kinks, double tol,
                             long max_evals);
 
-// Randomized quasi-Monte Carlo: a Sobol sequence under `shifts` independent
-// random shifts (Cranley-Patterson), `points` points each; the error estimate
-// is two standard errors across shifts. Deterministic for a given seed.
-Result randomized_qmc(const Integrand& h, int dim, std::uint64_t seed, int shifts = 16, int points = 1 << 14);
 // Smolyak sparse grid (combination technique) on Gauss-Hermite rules of
 // orders 1, 3, 5, ...: for smooth integrands in moderate dimension. Levels rise
 // until two successive ones agree to tol (the error estimate is their
-// difference) or the grid would exceed max_points.
-Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points = 2'000'000);
+// difference) or the grid would exceed max_points. only_level > 0 evaluates
+// that one level.
+Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points = 2'000'000, int only_level = 0);
 
-// The same, evaluating the integrand on chunks of points at once.
+// Randomized quasi-Monte Carlo: a Sobol sequence under `shifts` independent
+// random shifts (Cranley-Patterson), `points` points each, evaluated in
+// chunks; the error estimate is three standard errors across shifts.
+// Deterministic for a given seed.
 Result randomized_qmc_batch(const BatchIntegrand& h, int dim, std::uint64_t seed, int shifts = 16,
                             int points = 1 << 16);
 

@@ -4,6 +4,8 @@
 #include <boost/math/constants/constants.hpp>
 #include <cmath>
 #include <map>
+#include <random>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
@@ -461,87 +463,205 @@ class Engine {
       std::vector<double> work;
       return {tape.eval(mean.data(), work), 0.0, "exact (deterministic: zero variance)"};
     }
-    // Kinks of relu/step/abs/sign at a known hyperplane (their argument an atom),
-    // or somewhere unknown (their argument nonlinear).
+    Integrand in{tape, mean, L, m, r, opt_};
+    find_kinks(F, in);
+    quad::Result q = integrate(in);
+    return {q.value, q.abs_error, q.method};
+  }
+
+  // The integrand in standard coordinates: atoms = mean + L xi, xi ~ N(0, I_r).
+  struct Integrand {
+    const Tape& tape;
+    const VectorXd& mean;
+    const MatrixXd& L;
+    int m, r;
+    const Options& opt;
+    // Where the integrand is not smooth: the zero sets of the arguments of
+    // relu, step, abs, sign, sqrt, log and fractional powers, as hyperplanes
+    // when the argument is an atom (else `unknown_kink`); and "scale
+    // features", the zero sets of atoms of standard deviation > kFeatureStd
+    // inside a nonlinearity, where a smooth built-in changes over a width
+    // < 1/kFeatureStd in these coordinates (tanh(20 x), exp(-x^2) at variance
+    // 400): global rules miss them; a rule split there resolves them.
     std::vector<quad::Hyperplane> kinks;
     bool unknown_kink = false;
-    {
-      std::vector<const ExprNode*> stack{F.get()};
-      std::unordered_map<const ExprNode*, bool> seen;
-      while (!stack.empty()) {
-        const ExprNode* n = stack.back();
-        stack.pop_back();
-        if (seen[n]) continue;
-        seen[n] = true;
-        if (n->op == ExprOp::Call && is_kinked(n->fn)) {
-          if (n->a->op == ExprOp::Var) {
-            quad::Hyperplane h;
-            h.offset = mean(n->a->var);
-            h.normal.resize(r);
-            for (int j = 0; j < r; ++j) h.normal[j] = L(n->a->var, j);
-            bool dup = false;
-            for (const auto& k : kinks) dup |= k.offset == h.offset && k.normal == h.normal;
-            if (!dup) kinks.push_back(h);
-          } else {
-            unknown_kink = true;
-          }
+    bool has_features = false;
+
+    quad::BatchIntegrand batch(const MatrixXd& LL) const {
+      return [this, &LL](const std::vector<Eigen::ArrayXd>& xi) {
+        std::vector<Eigen::ArrayXd> at(m);
+        std::vector<const Eigen::ArrayXd*> ptr(m);
+        for (int i = 0; i < m; ++i) {
+          at[i] = Eigen::ArrayXd::Constant(xi[0].size(), mean(i));
+          for (int j = 0; j < r; ++j) at[i] += LL(i, j) * xi[j];
+          ptr[i] = &at[i];
         }
-        if (n->a) stack.push_back(n->a.get());
-        if (n->b) stack.push_back(n->b.get());
-      }
+        return tape.eval(ptr);
+      };
     }
-    thread_local std::vector<double> work, atom;
-    auto h = [&](const double* xi) {
-      atom.resize(m);
-      for (int i = 0; i < m; ++i) {
-        double s = mean(i);
-        for (int j = 0; j < r; ++j) s += L(i, j) * xi[j];
-        atom[i] = s;
-      }
-      return tape.eval(atom.data(), work);
+    quad::Integrand pointwise() const {
+      return [this](const double* xi) {
+        thread_local std::vector<double> work, atom;
+        atom.resize(m);
+        for (int i = 0; i < m; ++i) {
+          double s = mean(i);
+          for (int j = 0; j < r; ++j) s += L(i, j) * xi[j];
+          atom[i] = s;
+        }
+        return tape.eval(atom.data(), work);
+      };
+    }
+  };
+  static constexpr double kFeatureStd = 4.0;
+
+  static bool non_smooth_at_zero(const ExprNode* n) {
+    double p;
+    if (n->op == ExprOp::Call) return is_kinked(n->fn) || n->fn == Fn::Sqrt || n->fn == Fn::Log;
+    if (n->op == ExprOp::Pow) return !is_const(n->b, &p) || p < 0 || p != std::floor(p);
+    return false;
+  }
+
+  void find_kinks(const Expr& F, Integrand& in) {
+    auto add_plane = [&](int atom) {
+      quad::Hyperplane h;
+      h.offset = in.mean(atom);
+      h.normal.resize(in.r);
+      for (int j = 0; j < in.r; ++j) h.normal[j] = in.L(atom, j);
+      for (const auto& k : in.kinks)
+        if (k.offset == h.offset && k.normal == h.normal) return;
+      in.kinks.push_back(h);
     };
-    quad::Result q;
-    bool smooth = kinks.empty() && !unknown_kink;
+    std::vector<std::pair<const ExprNode*, bool>> stack{{F.get(), false}};  // (node, under a nonlinearity)
+    std::set<std::pair<const ExprNode*, bool>> seen;
+    while (!stack.empty()) {
+      auto [n, under] = stack.back();
+      stack.pop_back();
+      if (!seen.insert({n, under}).second) continue;
+      if (non_smooth_at_zero(n)) {
+        if (n->a->op == ExprOp::Var) add_plane(n->a->var);
+        else in.unknown_kink = true;
+      }
+      if (n->op == ExprOp::Var && under && in.L.row(n->var).norm() > kFeatureStd) {
+        add_plane(n->var);
+        in.has_features = true;
+      }
+      bool below = under || n->op == ExprOp::Call;
+      if (n->a) stack.push_back({n->a.get(), below});
+      if (n->b) stack.push_back({n->b.get(), below});
+    }
+  }
+
+  // A random rotation of the standard coordinates (the integral is invariant):
+  // the same rule on rotated nodes is an independent estimate for a smooth
+  // integrand (errors of product and sparse rules are tied to the axes).
+  MatrixXd rotated(const MatrixXd& L, int r) const {
+    std::mt19937_64 rng(opt_.seed * 0x9E3779B97F4A7C15ULL + (std::uint64_t)r);
+    std::normal_distribution<double> N;
+    MatrixXd A(r, r);
+    for (int i = 0; i < r; ++i)
+      for (int j = 0; j < r; ++j) A(i, j) = N(rng);
+    Eigen::HouseholderQR<MatrixXd> qr(A);
+    return L * MatrixXd(qr.householderQ());
+  }
+
+  static bool agree(const quad::Result& a, const quad::Result& b) {
+    double floor = 1e-14 * std::max({1.0, std::abs(a.value), std::abs(b.value)});
+    return std::abs(a.value - b.value) <= a.abs_error + b.abs_error + floor;
+  }
+
+  // Randomized QMC; where `points` leave an error above 1e-4 of the value's
+  // scale, up to 4x as many points per randomization.
+  quad::Result qmc(const Integrand& in, int points) const {
+    auto batch = in.batch(in.L);
+    quad::Result q = quad::randomized_qmc_batch(batch, in.r, opt_.seed, 16, points);
+    for (int more = 0; more < 2 && q.abs_error > 1e-4 * std::max(1.0, std::abs(q.value)) && points >= (1 << 15); ++more)
+      q = quad::randomized_qmc_batch(batch, in.r, opt_.seed, 16, points *= 2);
+    return q;
+  }
+
+  // The integral, by the rule that suits its dimension and smoothness, and
+  // checked by a second estimate of another family (primer section 2: one
+  // rule's own refinement is not evidence in several dimensions):
+  //   1-d smooth:  Gauss-Hermite, checked by adaptive Gauss-Kronrod;
+  //   2-d smooth:  Gauss-Hermite, checked by the same order in rotated coordinates;
+  //   <= 3-d with known kinks or scale features: Gauss-Kronrod split there
+  //                (3-d: checked by randomized QMC);
+  //   3..10-d smooth: tensor Gauss-Hermite or a sparse grid, checked by the
+  //                rotated rule and randomized QMC;
+  //   otherwise:   randomized QMC, whose 16 independent randomizations are
+  //                their own check.
+  // A failed check means the deterministic rule's error bar cannot be
+  // trusted: randomized QMC with more points decides, with its own error.
+  quad::Result integrate(const Integrand& in) const {
+    int r = in.r;
+    bool smooth = in.kinks.empty() && !in.unknown_kink;
     double tol = std::max(opt_.tol, 1e-14);
-    auto batch = [&](const std::vector<Eigen::ArrayXd>& xi) {
-      std::vector<Eigen::ArrayXd> at(m);
-      std::vector<const Eigen::ArrayXd*> ptr(m);
-      for (int i = 0; i < m; ++i) {
-        at[i] = Eigen::ArrayXd::Constant(xi[0].size(), mean(i));
-        for (int j = 0; j < r; ++j) at[i] += L(i, j) * xi[j];
-        ptr[i] = &at[i];
-      }
-      return tape.eval(ptr);
-    };
-    if (smooth && r <= 4) {
-      q = quad::tensor_gauss_hermite_batch(batch, r, tol);
-      if (!q.converged && r <= 2) {
-        auto g2 = quad::nested_gauss_kronrod(h, r, kinks, tol, 20'000'000);
-        if (g2.converged) q = g2;
-      }
-      if (!q.converged && r > 2) {
-        auto sg = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
-        if (sg.abs_error < q.abs_error) q = sg;
-      }
-      if (!q.converged && r > 2) {
-        auto mc = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
-        if (mc.abs_error < q.abs_error) q = mc;
-      }
-    } else if (r <= 2 || (r == 3 && !unknown_kink)) {
-      q = quad::nested_gauss_kronrod(h, r, kinks, r == 3 ? std::max(tol, 1e-9) : tol, r == 3 ? 4'000'000 : 20'000'000);
-      if (!q.converged) q = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
-    } else if (smooth && r <= 10) {
-      q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
-      if (!q.converged) {
-        auto mc = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
-        if (mc.abs_error < q.abs_error) q = mc;
-      }
-    } else {
-      q = quad::randomized_qmc_batch(batch, r, opt_.seed, 16, 1 << 15);
+    auto batch = in.batch(in.L);
+    if (smooth && r <= 2) {
+      quad::Result q = quad::tensor_gauss_hermite_batch(batch, r, tol);
+      quad::Result c = r == 1 ? quad::nested_gauss_kronrod(in.pointwise(), 1, {}, tol, 200'000)
+                              : rotated_rule(in, q, tol);
+      if (q.converged && c.converged && agree(q, c)) return checked(q);
+      // Disagreement, or Gauss-Hermite did not converge: the adaptive rule
+      // (which localizes what a global rule misses) decides.
+      if (r == 2) c = quad::nested_gauss_kronrod(in.pointwise(), 2, {}, tol, 20'000'000);
+      if (!c.converged) return qmc(in, 1 << 15);
+      if (q.converged) c.abs_error = std::max(c.abs_error, std::abs(q.value - c.value));
+      return c;
     }
-    std::string method = q.method;
-    if (unknown_kink) method += ", kink location unknown";
-    return {q.value, q.abs_error, method};
+    if (r <= 2 || (r == 3 && !in.unknown_kink)) {
+      quad::Result q = quad::nested_gauss_kronrod(in.pointwise(), r, in.kinks, r == 3 ? std::max(tol, 1e-9) : tol,
+                                                  r == 3 ? 4'000'000 : 20'000'000);
+      if (!q.converged) return qmc(in, 1 << 15);
+      if (in.has_features) q.method += " (scale features)";
+      return r == 3 ? qmc_checked(in, q) : q;
+    }
+    if (smooth && r <= 10) {
+      quad::Result q = r <= 4 ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
+      if (!q.converged) {
+        quad::Result sg = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
+        if (sg.converged || r > 4 || sg.abs_error < q.abs_error) q = sg;
+      }
+      if (!q.converged) return qmc(in, 1 << 15);
+      quad::Result c = rotated_rule(in, q, tol);
+      if (!agree(q, c)) q.abs_error = std::max(q.abs_error, 2 * std::abs(q.value - c.value));
+      return qmc_checked(in, q);
+    }
+    return qmc(in, 1 << 15);
+  }
+
+  // The converged rule again, at the same order or level, on rotated nodes.
+  quad::Result rotated_rule(const Integrand& in, const quad::Result& q, double tol) const {
+    MatrixXd LR = rotated(in.L, in.r);
+    bool sparse = q.method.rfind("sparse", 0) == 0;
+    quad::Result c = sparse ? quad::sparse_grid(in.batch(LR), in.r, tol, 2'000'000, q.order)
+                            : quad::tensor_gauss_hermite_batch(in.batch(LR), in.r, tol, q.order);
+    c.abs_error = 2 * q.abs_error;  // the same rule: as accurate as the original
+    return c;
+  }
+
+  static quad::Result checked(quad::Result q) {
+    q.method += ", checked";
+    return q;
+  }
+
+  // A deterministic estimate against randomized QMC: agreement keeps it;
+  // disagreement asks QMC with 8x the points, whose value is reported if the
+  // disagreement stands.
+  quad::Result qmc_checked(const Integrand& in, quad::Result q) const {
+    quad::Result c = qmc(in, 1 << 12);
+    if (agree(q, c)) return checked(q);
+    quad::Result f = qmc(in, 1 << 15);
+    if (agree(q, f)) return checked(q);
+    f.method += " (a " + q.method + " disagreed: " + fmt(q.value) + ")";
+    return f;
+  }
+
+  static std::string fmt(double v) {
+    std::ostringstream s;
+    s.precision(6);
+    s << v;
+    return s.str();
   }
 };
 

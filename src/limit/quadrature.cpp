@@ -72,9 +72,9 @@ std::vector<int> gh_orders(int dim) {
 
 }  // namespace
 
-Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol) {
+Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order) {
   Result res;
-  auto orders = gh_orders(dim);
+  auto orders = only_order > 0 ? std::vector<int>{only_order} : gh_orders(dim);
   auto rule = [&](int order) {
     const Rule& r = gauss_hermite(order);
     long total = 1;
@@ -96,6 +96,7 @@ Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol) 
   double prev = rule(orders[0]);
   int used = orders[0];
   double err = INFINITY;
+  if (only_order > 0) res.converged = std::isfinite(prev);
   for (std::size_t i = 1; i < orders.size(); ++i) {
     double cur = rule(orders[i]);
     err = std::abs(cur - prev);
@@ -108,6 +109,7 @@ Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol) 
   }
   res.value = prev;
   res.abs_error = err;
+  res.order = used;
   std::ostringstream m;
   m << "Gauss-Hermite order " << used << (dim > 1 ? " (tensor, " + std::to_string(dim) + "-d)" : "");
   res.method = m.str();
@@ -240,7 +242,7 @@ double binomial(int n, int r) {
 
 }  // namespace
 
-Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points) {
+Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points, int only_level) {
   // A(l, d) = sum over l-d+1 <= s <= l of (-1)^(l-s) C(d-1, l-s) sum_{|k|-d = s} Q_k1 x ... x Q_kd,
   // with Q_k the Gauss-Hermite rule of order 2k - 1.
   auto level = [&](int l, long& points) -> double {
@@ -283,11 +285,12 @@ Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points
   };
   Result r;
   long pts = 0;
-  int l = 2;
+  int l = only_level > 0 ? only_level : 2;
   double prev = level(l, pts);
   r.evals += pts;
   double err = INFINITY;
-  while (true) {
+  if (only_level > 0) r.converged = std::isfinite(prev);
+  while (only_level <= 0) {
     // Estimate the next level's size before building it.
     long next = 0;
     {
@@ -312,6 +315,7 @@ Result sparse_grid(const BatchIntegrand& h, int dim, double tol, long max_points
   }
   r.value = prev;
   r.abs_error = err;
+  r.order = l;
   std::ostringstream m;
   m << "sparse grid (Smolyak on Gauss-Hermite, level " << l << ", " << pts << " points, " << dim << "-d)";
   r.method = m.str();
@@ -381,10 +385,12 @@ Result randomized_qmc_batch(const BatchIntegrand& h, int dim, std::uint64_t seed
   for (double m : means) var += (m - mean) * (m - mean);
   var /= (shifts - 1);
   r.value = mean;
-  r.abs_error = 2.0 * std::sqrt(var / shifts);
+  // Three standard errors: with 16 independent randomizations the estimate's
+  // t-statistic has 15 degrees of freedom, and 3 s.e. covers ~99% of cases.
+  r.abs_error = 3.0 * std::sqrt(var / shifts);
   r.converged = std::isfinite(mean);
   std::ostringstream m;
-  m << "randomized QMC (Sobol, " << shifts << " shifts x " << points << " points, " << dim << "-d, 2 s.e.)";
+  m << "randomized QMC (Sobol, " << shifts << " shifts x " << points << " points, " << dim << "-d, 3 s.e.)";
   r.method = m.str();
   return r;
 }
