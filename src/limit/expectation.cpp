@@ -609,7 +609,7 @@ class Engine {
       if (q.converged) c.abs_error = std::max(c.abs_error, std::abs(q.value - c.value));
       return c;
     }
-    if (r <= 2 || (r == 3 && !in.unknown_kink)) {
+    if (!smooth && (r <= 2 || (r == 3 && !in.unknown_kink))) {
       quad::Result q = quad::nested_gauss_kronrod(in.pointwise(), r, in.kinks, r == 3 ? std::max(tol, 1e-9) : tol,
                                                   r == 3 ? 4'000'000 : 20'000'000);
       if (!q.converged) return qmc(in, 1 << 15);
