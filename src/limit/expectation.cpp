@@ -569,14 +569,8 @@ class Engine {
     return std::abs(a.value - b.value) <= a.abs_error + b.abs_error + floor;
   }
 
-  // Randomized QMC; where `points` leave an error above 1e-4 of the value's
-  // scale, up to 4x as many points per randomization.
   quad::Result qmc(const Integrand& in, int points) const {
-    auto batch = in.batch(in.L);
-    quad::Result q = quad::randomized_qmc_batch(batch, in.r, opt_.seed, 16, points);
-    for (int more = 0; more < 2 && q.abs_error > 1e-4 * std::max(1.0, std::abs(q.value)) && points >= (1 << 15); ++more)
-      q = quad::randomized_qmc_batch(batch, in.r, opt_.seed, 16, points *= 2);
-    return q;
+    return quad::randomized_qmc_batch(in.batch(in.L), in.r, opt_.seed, 16, points);
   }
 
   // The integral, by the rule that suits its dimension and smoothness, and
