@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "bounds.hpp"
 #include "netsor/limit.hpp"
 
 namespace netsor::limit {
@@ -64,6 +65,7 @@ class ZCalculus {
     src_.resize(nv);
     order_.assign(nv, 0.0);
     fluct_.assign(nv, false);
+    range_.assign(nv, Range{-INFINITY, INFINITY, true});
     random_.assign(nv, false);
     random_why_.assign(nv, "");
     law_.mean = [this](int l) { return fam_[leaves_[l].family].mean(leaves_[l].index); };
@@ -152,6 +154,7 @@ class ZCalculus {
   // Scalars whose limit is 0 although they are not identically 0 (a moment of
   // mean 0): their true size is unknown (often the CLT scale n^{-1/2}).
   std::vector<bool> fluct_;
+  std::vector<Range> range_;  // of each vector's coordinates (unbounded unless a Nonlin bounds it)
   std::vector<bool> random_;            // fluctuation-scale scalars: order known, value not
   std::vector<std::string> random_why_;
   std::map<int, int> ir_family_;
@@ -479,45 +482,23 @@ class ZCalculus {
     if (method.rfind("exact", 0) != 0) src_[v].insert(method);
   }
   void inherit(VarId to, VarId from) { src_[to].insert(src_[from].begin(), src_[from].end()); }
-  // The master theorem needs polynomially bounded nonlinearities (primer section 2).
+  // The master theorem needs polynomially bounded nonlinearities (primer
+  // section 2): decided from the ranges of arguments (bounds.hpp), so that
+  // exp(tanh x) or log(1 + x^2) pass and exp(x) or 1/x do not. Records the
+  // range of a Nonlin's output for the instructions that use it.
   void check_assumptions(const ir::Instr& in) {
-    auto random = [&](const Expr& e) {
-      for (int id : free_vars(e))
-        if (p_.vars[id].kind != ir::VarKind::Scalar) return true;
-      return false;
-    };
-    std::function<bool(const Expr&)> nonpositive = [&](const Expr& e) -> bool {
-      double c, p;
-      if (e->op == ExprOp::Neg && e->a->op == ExprOp::Pow && is_const(e->a->b, &p) && p == 2) return true;
-      if (e->op == ExprOp::Mul && is_const(e->a, &c) && c <= 0 && e->b->op == ExprOp::Pow && is_const(e->b->b, &p) &&
-          p == 2)
-        return true;
-      return false;
-    };
-    std::vector<const ExprNode*> stack{in.expr.get()};
-    std::map<const ExprNode*, bool> seen;
-    const char* hint = "the master theorem (primer section 2) covers polynomially bounded nonlinearities; "
-                       "the finite-width executor (netsor run) still runs this program";
-    while (!stack.empty()) {
-      const ExprNode* n = stack.back();
-      stack.pop_back();
-      if (seen[n]) continue;
-      seen[n] = true;
-      if (n->op == ExprOp::Div && random(n->b))
-        refuse(in, "division by a random vector in '" + name(in.out) + "' is not polynomially bounded", hint);
-      if (n->op == ExprOp::Call && n->fn == Fn::Log && random(n->a))
-        refuse(in, "log of a random vector in '" + name(in.out) + "' is not polynomially bounded", hint);
-      if (n->op == ExprOp::Call && n->fn == Fn::Exp && random(n->a) && !nonpositive(n->a))
-        refuse(in, "exp of a random vector in '" + name(in.out) + "' grows faster than any polynomial", hint);
-      double p;
-      if (n->op == ExprOp::Pow && random(n->a) && (!is_const(n->b, &p) || p < 0))
-        refuse(in, "a negative or random power of a random vector in '" + name(in.out) + "' is not polynomially bounded",
-               hint);
-      if (n->a) stack.push_back(n->a.get());
-      if (n->b) stack.push_back(n->b.get());
-    }
+    std::string problem;
+    Range r = range_of(in.expr, [&](int id) {
+      if (p_.vars[id].kind != ir::VarKind::Scalar) return range_[id];
+      if (scalar_[id] && !random_[id]) return Range{scalar_[id]->value, scalar_[id]->value, false};
+      return Range{-INFINITY, INFINITY, false};
+    }, problem);
+    if (!problem.empty())
+      refuse(in, problem + " (in '" + name(in.out) + "')",
+             "the master theorem (primer section 2) covers polynomially bounded nonlinearities; "
+             "the finite-width executor (netsor run) still runs this program");
+    if (in.op == Op::Nonlin) range_[in.out] = r;
   }
-
 
   // ---- Order analysis: the leading power of n of a coordinatewise or scalar
   // expression, and the expression of its coefficient (scalars replaced by

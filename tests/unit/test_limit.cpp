@@ -294,7 +294,7 @@ TEST_CASE("a divergent expectation is reported, naming the variable") {
     limits_of("vector x : gaussian(var=1)\ny = exp(x^2)\nreport r = avg(y)\n");
     FAIL("expected an error");
   } catch (const ProgramError& e) {
-    CHECK(e.diagnostic().message.find("exp of a random vector") != std::string::npos);
+    CHECK(e.diagnostic().message.find("exp of a random quantity unbounded above") != std::string::npos);
   }
 }
 
