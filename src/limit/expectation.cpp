@@ -611,11 +611,11 @@ class Engine {
       return r == 3 ? qmc_checked(in, q) : q;
     }
     if (smooth && r <= 10) {
+      // Tensor Gauss-Hermite (<= 4-d) or a sparse grid, once converged; an
+      // unconverged rule's self-estimate is not trusted (a sparse grid's
+      // levels can agree far from the value): QMC then.
       quad::Result q = r <= 4 ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
-      if (!q.converged) {
-        quad::Result sg = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
-        if (sg.converged || r > 4 || sg.abs_error < q.abs_error) q = sg;
-      }
+      if (!q.converged) q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
       if (!q.converged) return qmc(in, 1 << 15);
       quad::Result c = rotated_rule(in, q, tol);
       if (!agree(q, c)) q.abs_error = std::max(q.abs_error, 2 * std::abs(q.value - c.value));
@@ -639,14 +639,14 @@ class Engine {
     return q;
   }
 
-  // A deterministic estimate against randomized QMC: agreement keeps it;
-  // disagreement asks QMC with 8x the points, whose value is reported if the
-  // disagreement stands.
+  // A deterministic estimate against randomized QMC: agreement keeps it (or
+  // the QMC value, where that is the more accurate); disagreement asks QMC with
+  // 8x the points, whose value is reported if the disagreement stands.
   quad::Result qmc_checked(const Integrand& in, quad::Result q) const {
     quad::Result c = qmc(in, 1 << 12);
-    if (agree(q, c)) return checked(q);
+    if (agree(q, c) && q.abs_error <= c.abs_error) return checked(q);
     quad::Result f = qmc(in, 1 << 15);
-    if (agree(q, f)) return checked(q);
+    if (agree(q, f)) return q.abs_error <= f.abs_error ? checked(q) : f;
     f.method += " (a " + q.method + " disagreed: " + fmt(q.value) + ")";
     return f;
   }

@@ -66,7 +66,7 @@ std::vector<int> gh_orders(int dim) {
     // In 3 and more dimensions a stalled tensor rule is expensive (and its
     // registers large): stop early and let sparse grids or randomized QMC take over.
     case 3: return {12, 18, 27, 40};
-    default: return {8, 12, 18};
+    default: return {8, 12, 18, 27};
   }
 }
 

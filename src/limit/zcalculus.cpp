@@ -407,14 +407,21 @@ class ZCalculus {
       // Sigma where both are determined.
       Eigen::VectorXd dv(m), de(m);
       for (int a = 0; a < m; ++a) dv(a) = deriv[a].value, de(a) = deriv[a].abs_error;
-      Eigen::VectorXd gap = S * dv - b, allowed = eb + S.cwiseAbs() * de;
+      // Allowed: both integrations' errors, and the covariance's own (its
+      // entries carry the relative errors of the vectors they come from).
+      Eigen::MatrixXd dS(m, m);
+      for (int a = 0; a < m; ++a)
+        for (int c = 0; c < m; ++c)
+          dS(a, c) = std::abs(S(a, c)) * std::max(rel_[leaves_[fam.leaves[D[a]]].arg], rel_[leaves_[fam.leaves[D[c]]].arg]);
+      Eigen::VectorXd gap = S * dv - b, allowed = eb + S.cwiseAbs() * de + dS * dv.cwiseAbs();
       for (int a = 0; a < m; ++a)
         if (std::abs(gap(a)) > 4 * allowed(a) + 1e-12 * (std::abs(b(a)) + top))
           refuse(in,
                  "two independent estimates of the Zdot coefficient E[d" + name(x) + "/d" +
                      leaves_[fam.leaves[D[a]]].name + "] disagree (derivative form " + fmt(dv(a)) +
                      " vs integration by parts, as E[Zhat " + name(x) + "], " + fmt(b(a)) + " against " +
-                     fmt((S * dv)(a)) + ")",
+                     fmt((S * dv)(a)) + "; by " + deriv[a].method + " ± " + fmt(de(a)) + " and " + how + " ± " +
+                     fmt(eb(a)) + ")",
                  "the integrand is too rough for the quadrature at this tolerance; try --tol, or report the case");
       for (int a = 0; a < m; ++a) out[D[a]] = deriv[a];
       return out;
