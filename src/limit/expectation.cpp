@@ -234,7 +234,8 @@ class Engine {
     auto terms = additive_terms(f_, 64);
     AffineMemo aff(local_);
     std::unique_ptr<QuadMemo> quad;
-    if (k_ <= 400) quad = std::make_unique<QuadMemo>(local_);
+    // Each node of the memo holds a k x k matrix: bounded to ~128 MB.
+    if (k_ <= 400 && double(k_) * k_ * double(node_count(f_)) <= double(1 << 24)) quad = std::make_unique<QuadMemo>(local_);
     Estimate out{0, 0, ""};
     Expr residual = constant(0.0);
     bool any_residual = false;

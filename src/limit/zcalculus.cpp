@@ -785,31 +785,46 @@ class ZCalculus {
     scalar_[in.out] = est;
   }
 
-  // A moment that is a polynomial of degree <= 2 in affine Z's: exact.
+  // A moment that is a polynomial of degree <= 2 in affine Z's: exact. Each
+  // additive term is a constant, an affine combination of vectors, or a
+  // product (or square) of two such; the algebra stays in the sparse leaf
+  // space (no expansion of (z[T] - v)^2 into its leaves' quadratic form).
   bool exact_moment(const Expr& e, Estimate& out) {
     double total = 0, scale = 0;
     for (const auto& [coef, t] : additive_terms(e)) {
       double c, p;
-      VarId a = -1, b = -1;
       if (is_const(t, &c)) {
         total += coef * c;
         continue;
       }
-      if (t->op == ExprOp::Var) a = t->var;
-      else if (t->op == ExprOp::Mul && t->a->op == ExprOp::Var && t->b->op == ExprOp::Var) a = t->a->var, b = t->b->var;
-      else if (t->op == ExprOp::Pow && t->a->op == ExprOp::Var && is_const(t->b, &p) && p == 2) a = b = t->a->var;
-      else return false;
-      if (!aff_[a].ok || (b >= 0 && !aff_[b].ok)) return false;
+      AffineZ a, b;
       double v;
-      if (b < 0) {
-        v = mean_of(aff_[a]);
-      } else {
-        v = second_moment(sigma_times(aff_[a]), mean_of(aff_[a]), aff_[b]);
-      }
+      if (affine_z(t, a)) v = mean_of(a);
+      else if (t->op == ExprOp::Mul && affine_z(t->a, a) && affine_z(t->b, b))
+        v = second_moment(sigma_times(a), mean_of(a), b);
+      else if (t->op == ExprOp::Pow && is_const(t->b, &p) && p == 2 && affine_z(t->a, a))
+        v = second_moment(sigma_times(a), mean_of(a), a);
+      else return false;
       total += coef * v;
       scale += std::abs(coef * v);
     }
     out = {total, scale * 1e-15 * std::max<std::size_t>(1, leaves_.size()), "exact (Gaussian algebra)"};
+    return true;
+  }
+
+  // An affine expression of vectors whose Z's are affine: its Z, affine.
+  bool affine_z(const Expr& e, AffineZ& out) const {
+    std::vector<double> coef;
+    double off;
+    if (!as_affine(e, coef, off)) return false;
+    out = AffineZ{};
+    out.ok = true;
+    out.off = off;
+    for (std::size_t id = 0; id < coef.size(); ++id) {
+      if (coef[id] == 0) continue;
+      if (p_.vars[id].kind == ir::VarKind::Scalar || !aff_[id].ok) return false;
+      out.axpy(coef[id], aff_[id]);
+    }
     return true;
   }
 
