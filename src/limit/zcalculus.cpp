@@ -606,9 +606,22 @@ class ZCalculus {
         Fn f = x->fn;
         // A random argument (a fluctuation-scale scalar inside) keeps its
         // randomness whatever f(0) is: its value is unknown, not 0.
+        double c0;
+        if ((f == Fn::Log || f == Fn::Sqrt) && !a.random && (a.zero() || is_const(a.e, &c0))) {
+          // log and sqrt are guarded (expr.hpp) at finite width; a limit
+          // outside their domain is no number.
+          double v = a.zero() ? 0.0 : c0;
+          if ((f == Fn::Log && v <= 0) || (f == Fn::Sqrt && v < 0))
+            refuse(in, std::string(fn_name(f)) + " of a quantity whose limit is " + fmt(v) + " in '" + name(in.out) + "'",
+                   f == Fn::Log ? "the logarithm diverges at 0 and is undefined below" : "sqrt is undefined below 0");
+        }
         if (a.zero() || (!a.random && is_zero_const(a.e) && a.order <= kTol)) {
           double f0 = apply_fn(f, 0.0);
-          return f0 == 0 ? zero_lead() : Lead{constant(f0), 0.0};
+          if (f0 != 0) return {constant(f0), 0.0};
+          // f of exactly 0 is 0 at every order; f of a fluctuation (a value 0
+          // of unknown size, e.g. sqrt(avg(v)) ~ n^-1/4) is 0 in the limit,
+          // at a rate this analysis does not give.
+          return a.zero() ? zero_lead() : Lead{constant(0.0), 0.0};
         }
         bool homogeneous1 = f == Fn::Relu || f == Fn::Abs, scale_free = f == Fn::Step || f == Fn::Sign;
         if (std::abs(a.order) <= kTol) return {call(f, a.e), 0.0, a.random, a.why};
@@ -780,8 +793,9 @@ class ZCalculus {
     est.inputs.erase(est.method);
     // A moment of mean 0 (e.g. avg(v x) with v independent of x) vanishes at an
     // order the master theorem does not give (often n^{-1/2}).
+    // Its estimate keeps the computed value (within its error of 0); the
+    // order analysis treats it as a quantity of limit 0 and unknown size.
     fluct_[in.out] = std::abs(est.value) <= est.abs_error + 1e-300;
-    if (fluct_[in.out]) est.value = 0;
     scalar_[in.out] = est;
   }
 
@@ -848,8 +862,11 @@ class ZCalculus {
     std::set<std::string> methods;
     for (int id : free_vars(in.expr)) {
       if (random_[id]) continue;  // dropped at this order (else refused above)
-      double d = std::abs(order_[id]) <= kTol ? evaluate(derivative(in.expr, id), value) : 0.0;
-      err += std::abs(d) * scalar_[id]->abs_error;
+      // (an exact input, or one of limit 0 and unknown size, carries no
+      // first-order error; sqrt'(0) = inf must not make it NaN)
+      double e = fluct_[id] ? 0.0 : scalar_[id]->abs_error;
+      double d = std::abs(order_[id]) <= kTol && e > 0 ? evaluate(derivative(in.expr, id), value) : 0.0;
+      err += std::abs(d) * e;
       methods.insert(scalar_[id]->method);
       methods.insert(scalar_[id]->inputs.begin(), scalar_[id]->inputs.end());
     }
@@ -857,8 +874,8 @@ class ZCalculus {
     // rounding is added here.
     err += std::abs(v) * 1e-16;
     std::string method = methods.empty() ? "exact (constant)" : "arithmetic on moments";
-    if (!std::isfinite(v))
-      refuse(in, "the limit of '" + name(in.out) + "' is not finite (" + fmt(v) + ")",
+    if (!std::isfinite(v) || !std::isfinite(err))
+      refuse(in, "the limit of '" + name(in.out) + "' is not finite (" + fmt(v) + " ± " + fmt(err) + ")",
              "a division by a moment whose limit is 0?");
     Estimate est{v, err, method, {}};
     for (const auto& m : methods)
