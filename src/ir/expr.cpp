@@ -329,6 +329,20 @@ std::size_t node_count(const Expr& e) {
   return seen.size();
 }
 
+std::size_t expanded_size(const Expr& e, std::size_t cap) {
+  std::unordered_map<const ExprNode*, std::size_t> memo;
+  std::function<std::size_t(const Expr&)> go = [&](const Expr& x) -> std::size_t {
+    if (!x) return 0;
+    auto it = memo.find(x.get());
+    if (it != memo.end()) return it->second;
+    std::size_t a = go(x->a), b = go(x->b);
+    std::size_t r = std::min(cap, 1 + std::min(cap, a + b));
+    memo.emplace(x.get(), r);
+    return r;
+  };
+  return go(e);
+}
+
 double evaluate(const Expr& e, const std::function<double(int)>& value) {
   std::unordered_map<const ExprNode*, double> memo;
   std::function<double(const Expr&)> go = [&](const Expr& x) -> double {
