@@ -76,8 +76,7 @@ STRING    : '"' ~["\r\n]* '"' ;
 COMMENT   : '#' ~[\r\n]* -> skip ;
 CONTINUE  : '\\' [ \t]* '\r'? '\n' -> skip ;
 NL        : '\r'? '\n' { if (nesting > 0) skip(); } ;
-// U+FEFF: a byte order mark some editors put at the start of a UTF-8 file.
-WS        : [ \t\f\uFEFF]+ -> skip ;
+WS        : [ \t\f]+ -> skip ;
 ERRCHAR   : . ;
 
 fragment DIGITS   : [0-9]+ ;
