@@ -329,14 +329,14 @@ std::size_t node_count(const Expr& e) {
   return seen.size();
 }
 
-std::size_t expanded_size(const Expr& e, std::size_t cap) {
-  std::unordered_map<const ExprNode*, std::size_t> memo;
-  std::function<std::size_t(const Expr&)> go = [&](const Expr& x) -> std::size_t {
-    if (!x) return 0;
+TreeExtent tree_extent(const Expr& e, std::size_t cap) {
+  std::unordered_map<const ExprNode*, TreeExtent> memo;
+  std::function<TreeExtent(const Expr&)> go = [&](const Expr& x) -> TreeExtent {
+    if (!x) return {};
     auto it = memo.find(x.get());
     if (it != memo.end()) return it->second;
-    std::size_t a = go(x->a), b = go(x->b);
-    std::size_t r = std::min(cap, 1 + std::min(cap, a + b));
+    TreeExtent a = go(x->a), b = go(x->b);
+    TreeExtent r{std::min(cap, 1 + std::min(cap, a.size + b.size)), 1 + std::max(a.depth, b.depth)};
     memo.emplace(x.get(), r);
     return r;
   };

@@ -239,6 +239,7 @@ class Lowerer {
   const parse::SourceFile* file_ = nullptr;
   int call_depth_ = 0;
   std::size_t work_ = 0;
+  std::size_t eval_depth_ = 0;
   std::set<std::string> used_defines_;  // -D names the program declares or reads
   bool implicit_base_ = false;
   int temp_counter_ = 0;
@@ -334,15 +335,22 @@ class Lowerer {
     return (VarId)prog_.vars.size() - 1;
   }
 
+  // Printing, comparing and expanding walk an expression as a tree, so its
+  // written-out size and depth (not its shared DAG's) bound their time and
+  // their stack.
+  static bool too_large(const Expr& e) {
+    TreeExtent t = tree_extent(e, kMaxExpressionSize);
+    return t.size >= kMaxExpressionSize || t.depth > kMaxExpressionDepth;
+  }
+
   VarId emit(ir::Instr in, std::string name, VarKind kind, Dim dim, const SourceLoc& loc, bool temp) {
     if (prog_.instrs.size() >= kMaxInstructions)
       fail_at(loc, "program too large: more than " + std::to_string(kMaxInstructions) + " instructions",
               "reduce loop ranges");
-    // Printing, comparing and expanding walk an expression as a tree, so its
-    // written-out size (not its shared DAG) bounds their time and depth.
-    if (in.expr && expanded_size(in.expr, kMaxExpressionSize) >= kMaxExpressionSize)
-      fail_at(loc, "expression too large: more than " + std::to_string(kMaxExpressionSize) +
-                       " nodes when written out (defs or derivatives applied to each other multiply)",
+    if (in.expr && too_large(in.expr))
+      fail_at(loc, "expression too large: more than " + std::to_string(kMaxExpressionSize) + " nodes or " +
+                       std::to_string(kMaxExpressionDepth) +
+                       " levels when written out (defs or derivatives applied to each other multiply)",
               "name intermediate results: y = f(x) then z = f(y)");
     VarId v = new_var(std::move(name), kind, dim, loc);
     in.out = v;
@@ -862,12 +870,24 @@ class Lowerer {
 
   Value eval(NetsorParser::ExprContext* e) {
     tick(e);
+    // Defs inlined into defs nest the walk beyond what one statement's tokens bound.
+    struct Depth {
+      std::size_t& d;
+      ~Depth() { --d; }
+    } depth{++eval_depth_};
+    if (eval_depth_ > kMaxExpressionDepth)
+      fail_at(e, "expression nested too deeply: more than " + std::to_string(kMaxExpressionDepth) +
+                     " levels with its defs expanded",
+              "name intermediate results: y = f(x) then z = f(y)");
     Value v = eval_inner(e);
     v.ctx = e;
     double x;
-    if (v.is_number(&x) && !std::isfinite(x))
-      fail_at(e, "'" + e->getText() + "' is " + (std::isnan(x) ? "not a number" : x > 0 ? "+infinity" : "-infinity"),
+    if (v.is_number(&x) && !std::isfinite(x)) {
+      std::string text = e->getText();
+      if (text.size() > 60) text = text.substr(0, 57) + "...";
+      fail_at(e, "'" + text + "' is " + (std::isnan(x) ? "not a number" : x > 0 ? "+infinity" : "-infinity"),
               "every number in a program must be finite: check for division by zero, 0^-1 or overflow");
+    }
     return v;
   }
 
@@ -1109,10 +1129,11 @@ class Lowerer {
   Expr differentiate(Expr body, std::size_t primes, NetsorParser::CallExprContext* c) {
     for (std::size_t k = 0; k < primes; ++k) {
       body = derivative(body, kPlaceholder);
-      if (expanded_size(body, kMaxExpressionSize) >= kMaxExpressionSize)
+      if (too_large(body))
         fail_at(c, "derivative " + std::to_string(k + 1) + " of " + std::to_string(primes) + " in '" +
                        c->ID()->getText() + "' is too large an expression (more than " +
-                       std::to_string(kMaxExpressionSize) + " nodes written out)",
+                       std::to_string(kMaxExpressionSize) + " nodes or " + std::to_string(kMaxExpressionDepth) +
+                       " levels written out)",
                 "use fewer primes, or write the derivative out as a def");
     }
     return body;
