@@ -28,7 +28,7 @@ inline constexpr std::size_t kMaxInstructions = 2000000;   // after unrolling
 inline constexpr std::size_t kMaxWork = 10000000;          // statements and expressions lowered
 inline constexpr int kMaxCallDepth = 64;                   // nested def calls
 inline constexpr std::size_t kMaxExpressionSize = 200000;  // nodes of one expression, written out
-inline constexpr std::size_t kMaxExpressionDepth = 5000;   // levels of one expression, and of its lowering
+inline constexpr std::size_t kMaxExpressionDepth = 20000;  // levels of one expression, and of its lowering
 inline constexpr int kMaxReadWaitSeconds = 5;              // a pipe or FIFO that sends nothing
 
 // Runs fn on a thread with a stack large enough for every pass's recursion
