@@ -34,4 +34,11 @@ class ProgramError : public std::runtime_error {
   Diagnostic diag_;
 };
 
+// An error in how netsor was invoked that shows only once the program is read,
+// such as a -D naming no constant of it (exit status 2, like other usage errors).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace netsor

@@ -90,5 +90,13 @@ std::vector<std::pair<double, Expr>> additive_terms(const Expr& e, std::size_t l
 
 // Number of distinct nodes (for limits on program size).
 std::size_t node_count(const Expr& e);
+// e written out as a tree (shared nodes counted at every use): its number of
+// nodes, or `cap` if that is larger, and its depth. The size is what a pass
+// that does not memoize over the DAG (printing, comparing, expanding) walks,
+// the depth how deep any pass recurses. Costs node_count(e).
+struct TreeExtent {
+  std::size_t size = 0, depth = 0;
+};
+TreeExtent tree_extent(const Expr& e, std::size_t cap);
 
 }  // namespace netsor

@@ -3,6 +3,7 @@
 // carrying a located Diagnostic.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -24,7 +25,15 @@ inline constexpr std::size_t kMaxSourceBytes = 4u << 20;   // 4 MiB per file
 inline constexpr int kMaxNesting = 256;                    // ( [ { depth
 inline constexpr std::size_t kMaxStatementTokens = 20000;  // tokens per statement
 inline constexpr std::size_t kMaxInstructions = 2000000;   // after unrolling
+inline constexpr std::size_t kMaxWork = 10000000;          // statements and expressions lowered
 inline constexpr int kMaxCallDepth = 64;                   // nested def calls
+inline constexpr std::size_t kMaxExpressionSize = 200000;  // nodes of one expression, written out
+inline constexpr std::size_t kMaxExpressionDepth = 20000;  // levels of one expression, and of its lowering
+inline constexpr int kMaxReadWaitSeconds = 5;              // a pipe or FIFO that sends nothing
+
+// Runs fn on a thread with a stack large enough for every pass's recursion
+// over a program the front end accepted; rethrows what fn throws.
+void run_on_big_stack(const std::function<void()>& fn);
 
 ir::Program compile_file(const std::string& path, const FrontendOptions& opts = {});
 ir::Program compile_string(const std::string& text, const std::string& name,

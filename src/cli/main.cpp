@@ -1,6 +1,8 @@
 // netsor: the command line. Exit codes: 0 ok, 1 error in the user's program,
 // 2 usage error.
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -41,32 +43,74 @@ void add_common(CLI::App* sub, Common& c) {
   sub->add_option("-D,--define", c.defines, "NAME=value: set a constant (overrides `const NAME = ...`)");
 }
 
+// The whole of s is a finite decimal number (not nan, inf or 1e999).
+bool finite_number(const std::string& s, double& v) {
+  std::size_t used = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == s.size() && std::isfinite(v);
+}
+
+// CLI11 range checks let nan through (every comparison with it is false).
+const CLI::Validator kFinite(
+    [](std::string& s) {
+      double v;
+      return finite_number(s, v) ? std::string() : "'" + s + "' is not a finite number";
+    },
+    "FINITE");
+
+// A seed is a whole number from 0 to 2^64 - 1, written in decimal: -1, 2^64
+// or 1e23 would otherwise all become 2^64 - 1.
+const CLI::Validator kSeed(
+    [](std::string& s) {
+      std::uint64_t v;
+      auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      return !s.empty() && ec == std::errc() && end == s.data() + s.size()
+                 ? std::string()
+                 : "'" + s + "' is not a whole number from 0 to 18446744073709551615";
+    },
+    "SEED");
+
+// An output file: a path that can be written, checked before the computation.
+const CLI::Validator kOutputFile(
+    [](std::string& s) {
+      if (s.empty()) return std::string("an empty path");
+      try {
+        netsor::cli::check_writable(s);
+      } catch (const netsor::ProgramError& e) {
+        return "'" + s + "': " + e.diagnostic().message;
+      }
+      return std::string();
+    },
+    "PATH");
+
 netsor::FrontendOptions options_of(const Common& c) {
   netsor::FrontendOptions o;
   for (const auto& d : c.defines) {
     auto eq = d.find('=');
     if (eq == std::string::npos || eq == 0) throw CLI::ValidationError("-D", "expected NAME=value, got '" + d + "'");
-    try {
-      std::size_t used = 0;
-      double v = std::stod(d.substr(eq + 1), &used);
-      if (used != d.size() - eq - 1) throw std::invalid_argument("trailing");
-      o.defines[d.substr(0, eq)] = v;
-    } catch (const std::exception&) {
-      throw CLI::ValidationError("-D", "the value of '" + d.substr(0, eq) + "' is not a number");
-    }
+    double v;
+    if (!finite_number(d.substr(eq + 1), v))
+      throw CLI::ValidationError("-D", "the value of '" + d.substr(0, eq) + "' is not a finite number");
+    o.defines[d.substr(0, eq)] = v;
   }
   return o;
 }
 
-// "20G", "512M", "1000000" -> bytes.
-std::size_t parse_bytes(const std::string& s) {
-  std::size_t used = 0;
-  double v = std::stod(s, &used);
-  std::string unit = s.substr(used);
-  double mult = unit.empty() || unit == "B" ? 1 : unit == "K" ? 1024.0 : unit == "M" ? 1048576.0
-              : unit == "G" ? 1073741824.0 : -1;
-  if (mult < 0 || v <= 0) throw CLI::ValidationError("--memory", "expected bytes like 20G, 512M or 1000000");
-  return std::size_t(v * mult);
+// "20G", "512M", "1000000" -> bytes; the reason if s is none of these.
+std::string parse_bytes(const std::string& s, std::size_t& bytes) {
+  std::size_t digits = s.find_last_of("0123456789.") + 1;
+  std::string unit = s.substr(std::min(digits, s.size()));
+  double v, mult = unit.empty() || unit == "B" ? 1 : unit == "K" ? 1024.0 : unit == "M" ? 1048576.0
+                 : unit == "G" ? 1073741824.0 : -1;
+  if (mult < 0 || !finite_number(s.substr(0, digits), v) || !(v > 0))
+    return "'" + s + "': expected bytes like 20G, 512M or 1000000";
+  if (v * mult >= 0x1p62) return "'" + s + "' is more than any machine has";
+  bytes = std::size_t(v * mult);
+  return {};
 }
 
 struct RunFlags {
@@ -79,10 +123,18 @@ struct RunFlags {
 
 void add_run_flags(CLI::App* sub, RunFlags& f) {
   sub->add_option("--seeds", f.seeds, "independent samples of all random objects")->check(CLI::Range(1, 100000))->capture_default_str();
-  sub->add_option("--seed", f.seed, "base seed: fixes every number, whatever the thread count")->capture_default_str();
+  sub->add_option("--seed", f.seed, "base seed: fixes every number, whatever the thread count")
+      ->check(kSeed)
+      ->capture_default_str();
   sub->add_option("--threads", f.threads, "threads (0: all cores)")->check(CLI::Range(0, 1024));
   sub->add_flag("--float32", f.float32, "matrices and their products in single precision");
-  sub->add_option("--memory", f.memory, "memory limit, e.g. 20G (default: 80% of physical memory)");
+  sub->add_option("--memory", f.memory, "memory limit, e.g. 20G (default: 80% of physical memory)")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            std::size_t bytes;
+            return parse_bytes(s, bytes);
+          },
+          "BYTES"));
 }
 
 netsor::exec::Options run_options(const RunFlags& f) {
@@ -91,7 +143,7 @@ netsor::exec::Options run_options(const RunFlags& f) {
   o.seed = f.seed;
   o.threads = f.threads;
   o.float32 = f.float32;
-  if (!f.memory.empty()) o.memory_limit = parse_bytes(f.memory);
+  if (!f.memory.empty()) parse_bytes(f.memory, o.memory_limit);  // checked when parsed
   return o;
 }
 
@@ -116,9 +168,7 @@ std::function<void(const std::string&)> verify_progress() {
   };
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_command(int argc, char** argv) {
   CLI::App app{"netsor: tensor programs, their infinite-width limits, and finite-width checks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "netsor 0.1.0");
@@ -140,7 +190,7 @@ int main(int argc, char** argv) {
   derive->add_flag("--latex", latex, "LaTeX instead of plain text");
   double tol = 1e-12;
   limit->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
-      ->check(CLI::Range(1e-15, 1e-2))
+      ->check(kFinite & CLI::Range(1e-15, 1e-2))
       ->capture_default_str();
 
   Common run_o, conv_o;
@@ -156,8 +206,8 @@ int main(int argc, char** argv) {
   add_common(conv, conv_o);
   conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   add_run_flags(conv, conv_f);
-  conv->add_option("--csv", csv_path, "write the table as CSV");
-  conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)");
+  conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
+  conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)")->check(kOutputFile);
 
   int layers = 2;
   std::vector<double> abc_a, abc_b;
@@ -166,9 +216,9 @@ int main(int argc, char** argv) {
   bool abc_json = false, verify = false;
   auto* abc = app.add_subcommand("abc", "classify an abc-parametrization of an MLP: stable, nontrivial, feature learning or kernel");
   abc->add_option("--layers", layers, "L, the number of hidden layers")->check(CLI::Range(1, 64))->capture_default_str();
-  auto* opt_a = abc->add_option("--a", abc_a, "a_1,...,a_{L+1}: W^l = n^{-a_l} w^l")->delimiter(',');
-  auto* opt_b = abc->add_option("--b", abc_b, "b_1,...,b_{L+1}: w^l entries N(0, n^{-2 b_l})")->delimiter(',');
-  auto* opt_c = abc->add_option("--c", abc_c, "learning rate eta n^{-c} (with --preset: overrides its c)");
+  auto* opt_a = abc->add_option("--a", abc_a, "a_1,...,a_{L+1}: W^l = n^{-a_l} w^l")->delimiter(',')->check(kFinite);
+  auto* opt_b = abc->add_option("--b", abc_b, "b_1,...,b_{L+1}: w^l entries N(0, n^{-2 b_l})")->delimiter(',')->check(kFinite);
+  auto* opt_c = abc->add_option("--c", abc_c, "learning rate eta n^{-c} (with --preset: overrides its c)")->check(kFinite);
   abc->add_option("--preset", preset, "sp, ntk, mup or mf instead of --a/--b")->check(CLI::IsMember({"sp", "ntk", "mup", "mf"}));
   abc->add_flag("--json", abc_json, "machine-readable output");
   abc->add_flag("--verify", verify, "run the unrolled one-step SGD program over widths and measure each layer's exponent");
@@ -220,8 +270,8 @@ int main(int argc, char** argv) {
       return kOk;
     }
     if (run->parsed()) {
-      auto prog = netsor::compile_file(run_o.file, options_of(run_o));
       auto o = run_options(run_f);
+      auto prog = netsor::compile_file(run_o.file, options_of(run_o));
       o.width = width;
       Progress bar;
       o.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
@@ -238,19 +288,21 @@ int main(int argc, char** argv) {
       return kOk;
     }
     if (conv->parsed()) {
-      auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
       netsor::exec::ConvergeOptions o;
       o.widths = widths;
       std::sort(o.widths.begin(), o.widths.end());
       o.run = run_options(conv_f);
+      auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
       auto r = netsor::exec::converge(prog, o);
       bar.clear();
-      if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
-      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
+      // The table first: if a file cannot be written after all, the results are not lost.
       if (conv_o.json) std::cout << netsor::cli::converge_json(r).dump(2) << "\n";
       else std::cout << netsor::cli::converge_table(conv_o.file, r);
+      std::cout.flush();
+      if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
+      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
       return kOk;
     }
     if (abc->parsed()) {
@@ -295,6 +347,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ValidationError& e) {
     std::cerr << "netsor: " << e.what() << "\n";
     return kUsageError;
+  } catch (const netsor::UsageError& e) {
+    std::cerr << "netsor: " << e.what() << "\n";
+    return kUsageError;
   } catch (const std::bad_alloc&) {
     std::cerr << "netsor: out of memory\n";
     return kProgramError;
@@ -303,4 +358,14 @@ int main(int argc, char** argv) {
     return kProgramError;
   }
   return kUsageError;
+}
+
+}  // namespace
+
+// Every pass recurses over the program's expressions: run them all, not just
+// the parser, on a stack sized for what the front end accepts.
+int main(int argc, char** argv) {
+  int status = kUsageError;
+  netsor::run_on_big_stack([&] { status = run_command(argc, argv); });
+  return status;
 }

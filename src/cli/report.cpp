@@ -2,8 +2,15 @@
 
 #include "netsor/frontend.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iomanip>
 #include <map>
@@ -421,10 +428,55 @@ nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict
   return {{"widths", m.widths}, {"predicted", m.predicted}, {"measured", m.measured}};
 }
 
+namespace {
+[[noreturn]] void cannot_write(const std::string& path, int error) {
+  Diagnostic d;
+  d.loc.file = path;
+  d.message = std::string("cannot write this file: ") + std::strerror(error);
+  d.hint = "choose a path in a folder you can write to";
+  throw ProgramError(d);
+}
+
+// A new file beside `path` (same folder, so that rename replaces `path` in one step).
+int open_temporary(const std::string& path, std::string& temp) {
+  temp = path + ".XXXXXX";
+  int fd = ::mkstemp(temp.data());
+  if (fd < 0) cannot_write(path, errno);
+  return fd;
+}
+}  // namespace
+
+void check_writable(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) cannot_write(path, EISDIR);
+  if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), W_OK) != 0) cannot_write(path, errno);
+  std::string temp;
+  ::close(open_temporary(path, temp));
+  ::unlink(temp.c_str());
+}
+
 void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-  if (!f) throw std::runtime_error("cannot write '" + path + "'");
+  // Written whole to a temporary, then renamed over the old file: a failure
+  // midway (a full disk) leaves the old file as it was.
+  std::string temp;
+  int fd = open_temporary(path, temp);
+  std::size_t done = 0;
+  int error = 0;
+  while (done < text.size() && !error) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno != EINTR) error = errno;
+    else if (n > 0) done += std::size_t(n);
+  }
+  if (::close(fd) != 0 && !error) error = errno;
+  // mkstemp makes the file private (0600); a table is as readable as any new file.
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  if (!error && ::chmod(temp.c_str(), 0666 & ~mask) != 0) error = errno;
+  if (!error && std::rename(temp.c_str(), path.c_str()) != 0) error = errno;
+  if (error) {
+    ::unlink(temp.c_str());
+    cannot_write(path, error);
+  }
 }
 
 }  // namespace netsor::cli

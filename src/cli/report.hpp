@@ -27,7 +27,11 @@ std::string abc_verify_text(const abc::Parametrization& p, const abc::Verdict& v
                             const std::function<void(const std::string&)>& progress);
 nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict& v,
                                const std::function<void(const std::string&)>& progress);
-// Writes a file; throws std::runtime_error naming the path on failure.
+// Throws ProgramError naming the path unless write_file(path, ...) can create
+// its temporary and replace the file: checked before a long computation.
+void check_writable(const std::string& path);
+// Writes a file through a temporary renamed over it, so a failure never leaves
+// a truncated file; throws ProgramError naming the path.
 void write_file(const std::string& path, const std::string& text);
 
 }  // namespace netsor::cli

@@ -224,6 +224,19 @@ class SeedRun {
       }
       release(lv);
     }
+    // A scalar that is not a number (1/(s-s), sqrt'(0)) is an error, named
+    // at the first one in program order, not a NaN in the table.
+    for (const auto& in : p_.instrs)
+      if (p_.vars[in.out].kind == ir::VarKind::Scalar && !std::isfinite(scal_[in.out])) {
+        Diagnostic d;
+        d.loc = in.loc;
+        std::ostringstream m;
+        m << "'" << p_.vars[in.out].name << "' is " << scal_[in.out] << " at width " << o_.width << " (seed " << seed_
+          << ")";
+        d.message = m.str();
+        d.hint = "a division by zero, or a function or derivative outside its domain (log(0), sqrt'(0))";
+        throw ProgramError(d);
+      }
     std::vector<double> out;
     for (const auto& r : p_.reports) out.push_back(scal_[r.var]);
     return out;

@@ -329,6 +329,20 @@ std::size_t node_count(const Expr& e) {
   return seen.size();
 }
 
+TreeExtent tree_extent(const Expr& e, std::size_t cap) {
+  std::unordered_map<const ExprNode*, TreeExtent> memo;
+  std::function<TreeExtent(const Expr&)> go = [&](const Expr& x) -> TreeExtent {
+    if (!x) return {};
+    auto it = memo.find(x.get());
+    if (it != memo.end()) return it->second;
+    TreeExtent a = go(x->a), b = go(x->b);
+    TreeExtent r{std::min(cap, 1 + std::min(cap, a.size + b.size)), 1 + std::max(a.depth, b.depth)};
+    memo.emplace(x.get(), r);
+    return r;
+  };
+  return go(e);
+}
+
 double evaluate(const Expr& e, const std::function<double(int)>& value) {
   std::unordered_map<const ExprNode*, double> memo;
   std::function<double(const Expr&)> go = [&](const Expr& x) -> double {

@@ -219,6 +219,7 @@ class Lowerer {
     import_stack_.pop_back();
     files_.push_back(std::move(main));
     if (prog_.widths.empty()) prog_.widths.push_back({"n", 1.0});
+    check_defines();
     return std::move(prog_);
   }
 
@@ -238,6 +239,8 @@ class Lowerer {
   const parse::SourceFile* file_ = nullptr;
   int call_depth_ = 0;
   std::size_t work_ = 0;
+  std::size_t eval_depth_ = 0;
+  std::set<std::string> used_defines_;  // -D names the program declares or reads
   bool implicit_base_ = false;
   int temp_counter_ = 0;
 
@@ -270,7 +273,7 @@ class Lowerer {
     return l.file + ":" + std::to_string(l.line) + ":" + std::to_string(l.col);
   }
   void tick(antlr4::ParserRuleContext* c) {
-    if (++work_ > 50'000'000)
+    if (++work_ > kMaxWork)
       fail_at(c, "program too large after unrolling loops and expanding defs",
               "reduce loop ranges, or avoid defs that call others more than once per use");
   }
@@ -291,17 +294,18 @@ class Lowerer {
       fail_at(at, "'" + name + "' is a built-in function", "choose another name");
   }
 
-  static std::string index_text(double v) {
-    std::ostringstream s;
-    s << v;
-    return s.str();
-  }
+  // Indices and loop bounds are integers small enough that every one is a
+  // distinct double; written out in full (and -0 as 0), so y[1000001] and
+  // y[1000000] are different names.
+  static constexpr double kMaxInteger = 1e15;
+  static bool is_integer(double x) { return x == std::floor(x) && std::abs(x) <= kMaxInteger; }
+  static std::string index_text(double v) { return std::to_string(static_cast<long long>(v)); }
 
   std::string index_of(NetsorParser::ExprContext* e) {
     Value v = eval(e);
     double x;
-    if (!v.is_number(&x) || x != std::floor(x))
-      fail_at(e, "an index must be an integer known when the program is read",
+    if (!v.is_number(&x) || !is_integer(x))
+      fail_at(e, "an index must be an integer (at most 10^15 in size) known when the program is read",
               "indices are built from loop variables and constants, e.g. x[t-1]");
     return index_text(x);
   }
@@ -331,10 +335,23 @@ class Lowerer {
     return (VarId)prog_.vars.size() - 1;
   }
 
+  // Printing, comparing and expanding walk an expression as a tree, so its
+  // written-out size and depth (not its shared DAG's) bound their time and
+  // their stack.
+  static bool too_large(const Expr& e) {
+    TreeExtent t = tree_extent(e, kMaxExpressionSize);
+    return t.size >= kMaxExpressionSize || t.depth > kMaxExpressionDepth;
+  }
+
   VarId emit(ir::Instr in, std::string name, VarKind kind, Dim dim, const SourceLoc& loc, bool temp) {
     if (prog_.instrs.size() >= kMaxInstructions)
       fail_at(loc, "program too large: more than " + std::to_string(kMaxInstructions) + " instructions",
               "reduce loop ranges");
+    if (in.expr && too_large(in.expr))
+      fail_at(loc, "expression too large: more than " + std::to_string(kMaxExpressionSize) + " nodes or " +
+                       std::to_string(kMaxExpressionDepth) +
+                       " levels when written out (defs or derivatives applied to each other multiply)",
+              "name intermediate results: y = f(x) then z = f(y)");
     VarId v = new_var(std::move(name), kind, dim, loc);
     in.out = v;
     in.loc = loc;
@@ -660,6 +677,7 @@ class Lowerer {
   void const_decl(NetsorParser::ConstDeclContext* c) {
     std::string name = target_name(c->target());  // indexed constants: const a[1] = -0.5
     SourceLoc at = loc_of(c->target());
+    if (opts_.defines.count(name)) used_defines_.insert(name);
     if (opts_.defines.count(name) && !defined_at_.count(name)) {
       defined_at_[name] = at;  // -D NAME=value overrides the file's default
       return;
@@ -764,10 +782,10 @@ class Lowerer {
     if (consts_.count(v)) fail_at(at, "loop variable '" + v + "' hides a constant", "choose another name");
     double lo, hi;
     Value a = eval(c->lo), b = eval(c->hi);
-    if (!a.is_number(&lo) || lo != std::floor(lo))
-      fail_at(c->lo, "a loop bound must be an integer known when the program is read");
-    if (!b.is_number(&hi) || hi != std::floor(hi))
-      fail_at(c->hi, "a loop bound must be an integer known when the program is read");
+    if (!a.is_number(&lo) || !is_integer(lo))
+      fail_at(c->lo, "a loop bound must be an integer (at most 10^15 in size) known when the program is read");
+    if (!b.is_number(&hi) || !is_integer(hi))
+      fail_at(c->hi, "a loop bound must be an integer (at most 10^15 in size) known when the program is read");
     // lo..lo-1 is the empty range (so that `for s in 0..t-1` works at t = 0);
     // anything lower is a mistake.
     if (hi < lo - 1)
@@ -775,9 +793,10 @@ class Lowerer {
               "ranges are inclusive and increasing: for t in 1..3 runs t = 1, 2, 3 (and a..a-1 runs nothing)");
     if (hi - lo >= 1e6) fail_at(c->hi, "loop range too long (a million iterations or more)");
     auto* body = c->block();
-    for (double t = lo; t <= hi; ++t) {
+    for (auto t = static_cast<std::int64_t>(lo); t <= static_cast<std::int64_t>(hi); ++t) {
+      tick(c);  // an empty body is work too: nested loops multiply
       Value tv;
-      tv.expr = constant(t);
+      tv.expr = constant(double(t));
       scopes_.push_back({{v, tv}});
       for (auto* s : body->stmt()) stmt(s);
       scopes_.pop_back();
@@ -823,17 +842,52 @@ class Lowerer {
     return "?";
   }
 
-  bool lookup_const(const std::string& name, double& x) const {
+  bool lookup_const(const std::string& name, double& x) {
     auto it = consts_.find(name);
     if (it == consts_.end()) return false;
+    if (opts_.defines.count(name)) used_defines_.insert(name);
     x = it->second;
     return true;
   }
 
+  // A -D the program never reads is a typo on the command line, and one
+  // naming a width would stand in for n only where n is used as a number.
+  void check_defines() const {
+    for (const auto& [name, _] : opts_.defines) {
+      for (const auto& w : prog_.widths)
+        if (w.name == name)
+          throw UsageError("-D " + name + ": '" + name + "' is a width of the program, not a constant; " +
+                           "give the width with --width (run) or --widths (converge)");
+      if (!used_defines_.count(name)) {
+        std::string known;
+        for (const auto& [k, at] : defined_at_)
+          if (consts_.count(k)) known += (known.empty() ? "" : ", ") + k;
+        throw UsageError("-D " + name + ": the program has no constant '" + name + "'" +
+                         (known.empty() ? "" : " (its constants: " + known + ")"));
+      }
+    }
+  }
+
   Value eval(NetsorParser::ExprContext* e) {
     tick(e);
+    // Defs inlined into defs nest the walk beyond what one statement's tokens bound.
+    struct Depth {
+      std::size_t& d;
+      ~Depth() { --d; }
+    } depth{++eval_depth_};
+    if (eval_depth_ > kMaxExpressionDepth)
+      fail_at(e, "expression nested too deeply: more than " + std::to_string(kMaxExpressionDepth) +
+                     " levels with its defs expanded",
+              "name intermediate results: y = f(x) then z = f(y)");
     Value v = eval_inner(e);
     v.ctx = e;
+    double x;
+    if (v.is_number(&x) && !std::isfinite(x)) {
+      std::string text = e->getText();
+      if (text.size() > 60) text = text.substr(0, 57) + "...";
+      fail_at(e, "'" + text + "' is " + (std::isnan(x) ? "not a number" : x > 0 ? "+infinity" : "-infinity"),
+              "every number in a program must be finite: check for division by zero, 0^-1 or overflow");
+    }
     return v;
   }
 
@@ -1011,8 +1065,7 @@ class Lowerer {
       arity(1);
       Value v = eval(args[0]);
       operand(v, args[0]);
-      Expr body = call(f, netsor::var(kPlaceholder));
-      for (std::size_t k = 0; k < primes; ++k) body = derivative(body, kPlaceholder);
+      Expr body = differentiate(call(f, netsor::var(kPlaceholder)), primes, c);
       Expr arg = v.expr;
       v.expr = substitute(body, [&](int id) { return id == kPlaceholder ? arg : netsor::var(id); });
       return v;
@@ -1061,14 +1114,29 @@ class Lowerer {
       if (prog_.instrs.size() != before || result.kind > Value::Vector)
         fail_at(c, "cannot differentiate '" + name + "': its body is not a coordinatewise expression",
                 "only defs built from arithmetic and nonlinearities have derivatives");
-      Expr body = result.expr;
-      for (std::size_t k = 0; k < primes; ++k) body = derivative(body, kPlaceholder);
+      Expr body = differentiate(result.expr, primes, c);
       result.expr = substitute(body, [&](int id) { return id == kPlaceholder ? arg : netsor::var(id); });
       result.kind = p.kind == Value::Vector || result.kind == Value::Vector ? Value::Vector : Value::Scalar;
       if (p.kind == Value::Vector) result.dim = p.dim;
     }
     --call_depth_;
     return result;
+  }
+
+  // The primes-th derivative in the placeholder. Each derivative may multiply
+  // the expression's size (tanh's derivatives grow exponentially), so the
+  // size is checked after every step, before the next can exhaust memory.
+  Expr differentiate(Expr body, std::size_t primes, NetsorParser::CallExprContext* c) {
+    for (std::size_t k = 0; k < primes; ++k) {
+      body = derivative(body, kPlaceholder);
+      if (too_large(body))
+        fail_at(c, "derivative " + std::to_string(k + 1) + " of " + std::to_string(primes) + " in '" +
+                       c->ID()->getText() + "' is too large an expression (more than " +
+                       std::to_string(kMaxExpressionSize) + " nodes or " + std::to_string(kMaxExpressionDepth) +
+                       " levels written out)",
+                "use fewer primes, or write the derivative out as a def");
+    }
+    return body;
   }
 
   // A width used as a number (n^0.5, n^-1): a scalar the executor sets to the
@@ -1190,8 +1258,32 @@ class Lowerer {
   std::vector<int> family_index_;
 };
 
-// The parser and the lowering recurse over the tree; the token guards bound
-// the depth, and this thread's stack is sized for that bound.
+std::string default_stdlib() {
+  if (const char* env = std::getenv("NETSOR_STDLIB")) return env;
+#ifdef NETSOR_SOURCE_DIR
+  return std::string(NETSOR_SOURCE_DIR) + "/stdlib";
+#else
+  return "stdlib";
+#endif
+}
+
+ir::Program compile(std::function<parse::SourceFile()> read, const FrontendOptions& opts) {
+  FrontendOptions o = opts;
+  if (o.stdlib_dir.empty()) o.stdlib_dir = default_stdlib();
+  ir::Program result;
+  run_on_big_stack([&] {
+    auto pf = parse_source(read());
+    Lowerer l(o);
+    result = l.run(std::move(pf));
+  });
+  return result;
+}
+
+}  // namespace
+
+// The parser, the lowering and the later passes recurse over trees whose depth
+// the front end's limits bound (brackets, statement length, expression size);
+// this thread's stack is sized for those bounds.
 void run_on_big_stack(const std::function<void()>& fn) {
   struct Job {
     const std::function<void()>* fn;
@@ -1219,29 +1311,6 @@ void run_on_big_stack(const std::function<void()>& fn) {
   pthread_attr_destroy(&attr);
   if (job.error) std::rethrow_exception(job.error);
 }
-
-std::string default_stdlib() {
-  if (const char* env = std::getenv("NETSOR_STDLIB")) return env;
-#ifdef NETSOR_SOURCE_DIR
-  return std::string(NETSOR_SOURCE_DIR) + "/stdlib";
-#else
-  return "stdlib";
-#endif
-}
-
-ir::Program compile(std::function<parse::SourceFile()> read, const FrontendOptions& opts) {
-  FrontendOptions o = opts;
-  if (o.stdlib_dir.empty()) o.stdlib_dir = default_stdlib();
-  ir::Program result;
-  run_on_big_stack([&] {
-    auto pf = parse_source(read());
-    Lowerer l(o);
-    result = l.run(std::move(pf));
-  });
-  return result;
-}
-
-}  // namespace
 
 ir::Program compile_file(const std::string& path, const FrontendOptions& opts) {
   return compile([&] { return parse::read_source(path, nullptr); }, opts);

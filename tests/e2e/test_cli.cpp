@@ -1,74 +1,14 @@
 // End-to-end: the netsor binary on every program and module we ship, on the
 // malformed-program catalogue in tests/bad, and on generated hostile input.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 
-namespace fs = std::filesystem;
+#include "harness.hpp"
 
-namespace {
-
-const std::string kBin = NETSOR_BIN;
-const fs::path kSrc = NETSOR_SOURCE_DIR;
-
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-fs::path scratch() {
-  fs::path d = fs::temp_directory_path() / ("netsor_e2e_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
-}
-
-// Runs netsor with args (already shell-quoted), in `cwd`.
-Result run(const std::string& args, const fs::path& cwd = kSrc) {
-  fs::path d = scratch();
-  fs::path o = d / "out.txt", e = d / "err.txt";
-  std::string cmd = "cd '" + cwd.string() + "' && '" + kBin + "' " + args + " >'" + o.string() + "' 2>'" +
-                    e.string() + "' </dev/null";
-  int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
-}
-
-// A clean failure: exit 1, one located error on stderr, nothing on stdout,
-// and no sign of a crash or a sanitizer report.
-void expect_clean_error(const Result& r, const std::string& needle) {
-  CHECK(r.rc == 1);
-  CHECK(r.out.empty());
-  CHECK(r.err.find("error: ") != std::string::npos);
-  CHECK(r.err.find(needle) != std::string::npos);
-  CHECK(r.err.find("internal error") == std::string::npos);
-  CHECK(r.err.find("Sanitizer") == std::string::npos);
-  CHECK(r.err.find("runtime error") == std::string::npos);
-}
-
-std::vector<fs::path> tp_files(const fs::path& dir) {
-  std::vector<fs::path> v;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".tp") v.push_back(e.path());
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-}  // namespace
+using namespace e2e;
 
 TEST_CASE("every shipped program and stdlib module passes netsor check") {
   auto files = tp_files(kSrc / "programs");
