@@ -16,10 +16,24 @@
 
 namespace netsor::limit {
 
+// How the errors of earlier estimates (covariances, Zdot coefficients,
+// moments) reach a reported value:
+//   Perturbation  the derivation is run a second time with every numerical
+//                 estimate moved by its error in a random direction; the
+//                 change of each report, times 3, is its propagated error
+//                 (first order through the whole computation, so values
+//                 insensitive to an input get no error from it);
+//   Bound         every input's relative error reaches every output at full
+//                 size (cheap, very pessimistic); the fallback where the
+//                 perturbed run takes another path.
+enum class Propagation { Perturbation, Bound };
+
 struct Options {
   double tol = 1e-12;             // relative target for quadrature
   bool force_quadrature = false;  // skip closed forms and exact Gaussian algebra
   std::uint64_t seed = 1;         // for randomized QMC in high dimension
+  Propagation propagation = Propagation::Perturbation;
+  std::uint64_t perturb = 0;      // internal: nonzero in the perturbed run (its seed)
 };
 
 // A value, its estimated absolute error, and how it was obtained:

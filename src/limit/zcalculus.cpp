@@ -250,8 +250,14 @@ class ZCalculus {
     if (!std::isfinite(e.value) || !std::isfinite(e.abs_error))
       refuse(in, "the limit of '" + what + "' is not finite: its master-theorem expectation diverges",
              "the integrand is not integrable under the Gaussian law of its arguments; check the nonlinearity");
+    if (opt_.perturb) {  // the perturbed run (Propagation::Perturbation): move by the error, random sign
+      std::uint64_t h = (opt_.perturb + 0x9E3779B97F4A7C15ULL * ++perturbed_) * 0xBF58476D1CE4E5B9ULL;
+      e.value += ((h >> 31) & 1 ? 1.0 : -1.0) * e.abs_error;
+    }
     return e;
   }
+  bool bound() const { return opt_.propagation == Propagation::Bound; }
+  std::uint64_t perturbed_ = 0;
 
   // ---- MatMul: Z^{Wx} = Zhat^{Wx} + Zdot^{Wx} (primer section 2)
   void compute_matmul(const ir::Instr& in) {
@@ -788,7 +794,7 @@ class ZCalculus {
     } else {
       est = expect(substitute(e, [&](int id) { return Z_[id]; }), in, name(in.out));
     }
-    est.abs_error += 2 * std::abs(est.value) * worst;
+    if (bound()) est.abs_error += 2 * std::abs(est.value) * worst;
     est.inputs = std::move(sources);
     est.inputs.erase(est.method);
     // A moment of mean 0 (e.g. avg(v x) with v independent of x) vanishes at an
@@ -864,7 +870,7 @@ class ZCalculus {
       if (random_[id]) continue;  // dropped at this order (else refused above)
       // (an exact input, or one of limit 0 and unknown size, carries no
       // first-order error; sqrt'(0) = inf must not make it NaN)
-      double e = fluct_[id] ? 0.0 : scalar_[id]->abs_error;
+      double e = fluct_[id] || !bound() ? 0.0 : scalar_[id]->abs_error;
       double d = std::abs(order_[id]) <= kTol && e > 0 ? evaluate(derivative(in.expr, id), value) : 0.0;
       err += std::abs(d) * e;
       methods.insert(scalar_[id]->method);
@@ -893,6 +899,36 @@ class ZCalculus {
 
 }  // namespace
 
-Result compute(const ir::Program& p, const Options& o) { return ZCalculus(p, o).run(); }
+Result compute(const ir::Program& p, const Options& o) {
+  if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
+  Result base = ZCalculus(p, o).run();
+  Options q = o;
+  q.perturb = o.seed * 0x2545F4914F6CDD1DULL + 1;
+  std::optional<Result> moved;
+  try {
+    moved = ZCalculus(p, q).run();
+  } catch (const ProgramError&) {
+  }
+  bool same_path = moved && moved->quantities.size() == base.quantities.size();
+  for (std::size_t i = 0; same_path && i < base.quantities.size(); ++i)
+    same_path = base.quantities[i].estimate.order == moved->quantities[i].estimate.order;
+  if (!same_path) {  // the perturbation changed the derivation's path: bound instead
+    q = o;
+    q.propagation = Propagation::Bound;
+    return ZCalculus(p, q).run();
+  }
+  auto widen = [](Estimate& e, const Estimate& m) {
+    bool vanishing = e.order < 0;
+    double d = vanishing ? m.coefficient - e.coefficient : m.value - e.value;
+    double add = 3 * std::abs(d);
+    if (!std::isfinite(add)) add = INFINITY;
+    if (vanishing) return;  // a vanishing report's value is 0 exactly; its coefficient's error is not shown
+    e.abs_error += add;
+  };
+  for (std::size_t i = 0; i < base.quantities.size(); ++i) widen(base.quantities[i].estimate, moved->quantities[i].estimate);
+  for (std::size_t i = 0; i < base.scalars.size() && i < moved->scalars.size(); ++i)
+    if (base.scalars[i].first == moved->scalars[i].first) widen(base.scalars[i].second, moved->scalars[i].second);
+  return base;
+}
 
 }  // namespace netsor::limit
