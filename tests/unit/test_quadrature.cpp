@@ -62,7 +62,10 @@ TEST_CASE("Gauss-Hermite rules: weights sum to 1, symmetric nodes, exact moments
       double m = 0;
       for (int i = 0; i < order; ++i) m += r.w[i] * std::pow(r.x[i], k);
       INFO("moment " << k);
-      CHECK(std::abs(m / odd_double_factorial(k) - 1) <= 1e-12);
+      // Golub-Welsch gives the small weights of the outer nodes to absolute, not
+      // relative, accuracy; moments of degree 28-40 (carried by those nodes) come
+      // out 1e-12 .. 1e-10 relative today, hence the looser bound there.
+      CHECK(std::abs(m / odd_double_factorial(k) - 1) <= (k <= 24 ? 1e-12 : 1e-9));
     }
   }
 }
