@@ -10,7 +10,6 @@
 // allowance. A refusal (exit 1 with a located message) is honest: it counts
 // neither for nor against coverage, but is reported.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +21,8 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+
+#include "../e2e/process.hpp"
 
 namespace fs = std::filesystem;
 
@@ -37,29 +38,12 @@ struct Case {
   std::string method, message;
 };
 
-struct Run {
-  int rc = -1;
-  std::string out, err;
-};
+using netsor_test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Run netsor_limit(const fs::path& dir, const std::string& text) {
-  fs::path f = dir / "cases.tp", o = dir / "out.json", e = dir / "err.txt";
+netsor_test::Result netsor_limit(const fs::path& dir, const std::string& text) {
+  fs::path f = dir / "cases.tp";
   std::ofstream(f) << text;
-  std::string cmd = "'" + std::string(NETSOR_BIN) + "' limit '" + f.string() + "' --json >'" + o.string() + "' 2>'" +
-                    e.string() + "' </dev/null";
-  int status = std::system(cmd.c_str());
-  Run r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
+  return netsor_test::run_shell("'" + std::string(NETSOR_BIN) + "' limit '" + f.string() + "' --json", dir);
 }
 
 // Runs the cases together; if the program is refused, each one alone, so that
@@ -67,7 +51,7 @@ Run netsor_limit(const fs::path& dir, const std::string& text) {
 void evaluate(const fs::path& dir, std::vector<Case*> group) {
   std::string text;
   for (auto* c : group) text += c->program;
-  Run r = netsor_limit(dir, text);
+  auto r = netsor_limit(dir, text);
   if (r.rc == 0) {
     auto j = nlohmann::json::parse(r.out)["quantities"];
     for (auto* c : group) {

@@ -1,13 +1,15 @@
 // End-to-end: the netsor binary on every program and module we ship, on the
 // malformed-program catalogue in tests/bad, and on generated hostile input.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+
+#include "process.hpp"
 
 namespace fs = std::filesystem;
 
@@ -16,17 +18,8 @@ namespace {
 const std::string kBin = NETSOR_BIN;
 const fs::path kSrc = NETSOR_SOURCE_DIR;
 
-struct Result {
-  int rc = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using netsor_test::Result;
+using netsor_test::slurp;
 
 fs::path scratch() {
   fs::path d = fs::temp_directory_path() / ("netsor_e2e_" + std::to_string(::getpid()));
@@ -36,16 +29,7 @@ fs::path scratch() {
 
 // Runs netsor with args (already shell-quoted), in `cwd`.
 Result run(const std::string& args, const fs::path& cwd = kSrc) {
-  fs::path d = scratch();
-  fs::path o = d / "out.txt", e = d / "err.txt";
-  std::string cmd = "cd '" + cwd.string() + "' && '" + kBin + "' " + args + " >'" + o.string() + "' 2>'" +
-                    e.string() + "' </dev/null";
-  int status = std::system(cmd.c_str());
-  Result r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(o);
-  r.err = slurp(e);
-  return r;
+  return netsor_test::run_shell("cd '" + cwd.string() + "' && '" + kBin + "' " + args, scratch());
 }
 
 // A clean failure: exit 1, one located error on stderr, nothing on stdout,
