@@ -66,6 +66,7 @@ class ZCalculus {
     order_.assign(nv, 0.0);
     fluct_.assign(nv, false);
     range_.assign(nv, Range{-INFINITY, INFINITY, true});
+    has_lower_.assign(nv, false);
     random_.assign(nv, false);
     random_why_.assign(nv, "");
     law_.mean = [this](int l) { return fam_[leaves_[l].family].mean(leaves_[l].index); };
@@ -154,7 +155,8 @@ class ZCalculus {
   // Scalars whose limit is 0 although they are not identically 0 (a moment of
   // mean 0): their true size is unknown (often the CLT scale n^{-1/2}).
   std::vector<bool> fluct_;
-  std::vector<Range> range_;  // of each vector's coordinates (unbounded unless a Nonlin bounds it)
+  std::vector<Range> range_;
+  std::vector<bool> has_lower_;  // a Nonlin output whose definition had terms of lower order (dropped)  // of each vector's coordinates (unbounded unless a Nonlin bounds it)
   std::vector<bool> random_;            // fluctuation-scale scalars: order known, value not
   std::vector<std::string> random_why_;
   std::map<int, int> ir_family_;
@@ -567,6 +569,16 @@ class ZCalculus {
         if (x->op == ExprOp::Sub && !a.zero() && !b.zero() && !a.random && !b.random &&
             std::abs(a.order - b.order) <= kTol && same(a.e, b.e))
           return cancelled(x, in, worst, sources);
+        if (x->op == ExprOp::Sub && !a.zero() && !b.zero() && std::abs(a.order - b.order) <= kTol) {
+          // A named vector whose definition had lower-order terms
+          // (a = x + n^-1/2 d): its leading term may cancel against the other
+          // side, which only its definition shows. Inline such vectors.
+          Expr xi = substitute(x, [&](int id) {
+            int d = p_.vars[id].def;
+            return d >= 0 && has_lower_[id] ? p_.instrs[d].expr : var(id);
+          });
+          if (!same(xi, x)) return lead(xi, in, worst, sources);
+        }
         if (x->op == ExprOp::Sub) b.e = neg(b.e);
         if (a.zero()) return b;
         if (b.zero()) return a;
@@ -747,6 +759,7 @@ class ZCalculus {
     Lead l = lead(in.expr, in, worst, sources);
     Expr e = l.e;
     order_[in.out] = l.order;
+    has_lower_[in.out] = !same(l.e, in.expr);
     check_vector_order(in);
     if (l.random) refuse_random(in, l);
     for (const auto& m : sources) note(in.out, m);
