@@ -1,0 +1,142 @@
+// The limits of issue "Limits you can trust": each right within its reported
+// error or refused with a located message. References are closed forms or
+// scipy quadrature to ~1e-13 (the one-line computation is quoted with each),
+// never netsor.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <numbers>
+#include <string>
+
+#include "netsor/diagnostics.hpp"
+#include "netsor/frontend.hpp"
+#include "netsor/limit.hpp"
+
+using namespace netsor;
+
+namespace {
+const std::string kDir = NETSOR_SOURCE_DIR;
+
+std::map<std::string, limit::Estimate> limits_of(const std::string& src) {
+  auto p = compile_string(src, kDir + "/tests/unit/snippet.tp");
+  std::map<std::string, limit::Estimate> m;
+  for (const auto& q : limit::compute(p).quantities) m[q.name] = q.estimate;
+  return m;
+}
+
+std::string refusal(const std::string& src) {
+  try {
+    limits_of(src);
+  } catch (const ProgramError& e) {
+    return e.diagnostic().message;
+  }
+  return "";
+}
+
+// Right within its error (plus the reference's own, 1e-12), and that error no
+// larger than `bar` * max(1, |value|) (the issue's acceptance bars).
+void check(const limit::Estimate& e, double want, double bar) {
+  INFO("value " << e.value << " +- " << e.abs_error << " by " << e.method << ", want " << want);
+  CHECK(std::abs(e.value - want) <= e.abs_error + 1e-12);
+  CHECK(e.abs_error <= bar * std::max(1.0, std::abs(want)));
+}
+}  // namespace
+
+TEST_CASE("Zdot through step, sign and relu': the delta terms (Euler's identity)") {
+  // x . dx = E relu(h2) for a bias-free ReLU net (1-homogeneous): Var h2 = E relu(h1)^2 = 1/2.
+  auto m = limits_of(R"(vector x : gaussian(var=1)
+matrix W1 : gaussian(var=1)
+matrix W2 : gaussian(var=1)
+h1 = W1 @ x
+h2 = W2 @ relu(h1)
+dx = W1.T @ (step(h1) * (W2.T @ step(h2)))
+report euler = avg(x * dx)
+y = W1 @ (1.5^0.5 * x)
+report a = avg(1.5^0.5 * x * (W1.T @ step(y)))
+report b = avg(1.5^0.5 * x * (W1.T @ sign(y)))
+)");
+  check(m.at("euler"), std::sqrt(0.5 / (2 * std::numbers::pi)), 1e-6);
+  // E[x (W.T step(W x))] = sigma^2 E[d step(y)/dy] Var x = E relu(y), Var y = 1.5; sign: E|y|.
+  check(m.at("a"), std::sqrt(1.5 / (2 * std::numbers::pi)), 1e-6);
+  check(m.at("b"), 2 * std::sqrt(1.5 / (2 * std::numbers::pi)), 1e-6);
+}
+
+TEST_CASE("Zdot where the derivative is singular at a point: integration by parts") {
+  // E[y |y + 0.5|^0.5], y ~ N(0, 1): scipy.integrate.quad split at -0.5.
+  auto m = limits_of(R"(vector x : gaussian(var=1)
+matrix W : gaussian(var=1)
+y = W @ x
+z = W.T @ (abs(y + 0.5)^0.5)
+report c = avg(x * z)
+)");
+  check(m.at("c"), 0.19324229883698885, 1e-4);
+}
+
+TEST_CASE("a quantity depending on a fluctuation-scale scalar is refused, naming it") {
+  const std::string pre = "vector v : gaussian(var=1)\nvector x : gaussian(var=1)\ns = n^0.5 * avg(v * x)\n";
+  for (const char* body : {"report t = avg(tanh(s * x)^2)\n", "report c = avg(cos(s * x))\n", "report q = s * s\n"}) {
+    INFO(body);
+    std::string msg = refusal(pre + body);
+    CHECK(msg.find("'s'") != std::string::npos);
+  }
+}
+
+TEST_CASE("narrow peaks: the rule is split where a high-variance argument crosses 0") {
+  // x ~ N(0, 350): E erf'(x) = (2/sqrt(pi)) / sqrt(1 + 2 * 350); E exp(-y^2), Var y = 400: 1/sqrt(801).
+  auto m = limits_of(R"(vector x : gaussian(var=350)
+report a = avg(erf'(x))
+matrix W : gaussian(var=1)
+vector y : gaussian(var=400)
+report b = avg(exp(-y^2))
+h = W @ exp(-y^2) + y
+report c = avg(h * y)
+)");
+  check(m.at("a"), 2 / std::sqrt(std::numbers::pi) / std::sqrt(701.0), 1e-6);
+  check(m.at("b"), 1 / std::sqrt(801.0), 1e-6);
+  check(m.at("c"), 400.0, 1e-6);
+}
+
+TEST_CASE("bounded compositions pass the growth check; unbounded ones are refused") {
+  // x ~ N(0, 1): E|x| = sqrt(2/pi); E exp(tanh x), E exp(-|x|), E log(1+x^2) by scipy.integrate.quad.
+  auto m = limits_of(R"(vector x : gaussian(var=1)
+report a = avg(sqrt(x*x))
+report b = avg(exp(tanh(x)))
+report c = avg(exp(-abs(x)))
+report d = avg(exp(-(x*x)))
+report e = avg(log(1 + x^2))
+)");
+  check(m.at("a"), std::sqrt(2 / std::numbers::pi), 1e-4);
+  check(m.at("b"), 1.207951631993546, 1e-6);
+  check(m.at("c"), 0.5231565837302469, 1e-4);
+  check(m.at("d"), 1 / std::sqrt(3.0), 1e-6);
+  check(m.at("e"), 0.5334531798441349, 1e-4);
+  for (const char* e : {"exp(x)", "log(x)", "1/x", "x^0.5", "x^-1"}) {
+    INFO(e);
+    std::string msg = refusal(std::string("vector x : gaussian(var=1)\nreport q = avg(") + e + ")\n");
+    CHECK((msg.find("polynomial") != std::string::npos || msg.find("can be") != std::string::npos));
+  }
+}
+
+TEST_CASE("scalars outside log's domain are refused; sqrt of a vanishing moment is 0, not n^-inf") {
+  CHECK(refusal("vector y : gaussian(var=1)\nreport e = log(avg(y))\n").find("log of a quantity whose limit is 0") !=
+        std::string::npos);
+  auto m = limits_of("vector y : gaussian(var=1)\nreport c = sqrt(avg(y))\n");
+  CHECK(m.at("c").value == 0);
+  CHECK(m.at("c").order == 0);  // not "vanishes like n^-inf": the rate is n^-1/4 (random), not derived
+}
+
+TEST_CASE("a 1000-step linear recursion with transposes: exact algebra without expansion") {
+  // z_T = q(A) W^T v, A = W^T W (Marchenko-Pastur, ratio 1): E = 1 + int (1 - (1 - 0.1 l)^T)^2 / l dMP(l),
+  // by scipy.integrate.quad in s = sqrt(l).
+  auto m = limits_of(R"(const T = 1000
+vector v : gaussian(var=1)
+matrix W : gaussian(var=1)
+z[0] = 0 * v
+for t in 1..T {
+  z[t] = z[t-1] + 0.1 * (W.T @ (v - W @ z[t-1]))
+}
+report r = avg((z[T] - v)^2)
+)");
+  check(m.at("r"), 7.1208331010042984, 1e-6);
+}
