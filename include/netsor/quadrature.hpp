@@ -46,9 +46,10 @@ struct Hyperplane {
 
 // Nested adaptive Gauss-Kronrod (Boost.Math, 31 points) over [-12, 12]^dim,
 // split at the kinks so that each piece is smooth. Gives up (converged =
-// false) past max_evals.
+// false) past max_evals. tanh_sinh: the same nesting and splits with Boost's
+// tanh-sinh rule per coordinate (a second, independent estimate).
 Result nested_gauss_kronrod(const Integrand& h, int dim, const std::vector<Hyperplane>& kinks, double tol,
-                            long max_evals);
+                            long max_evals, bool tanh_sinh = false);
 
 // Smolyak sparse grid (combination technique) on Gauss-Hermite rules of
 // orders 1, 3, 5, ...: for smooth integrands in moderate dimension. Levels rise
