@@ -122,6 +122,10 @@ struct Result {
   std::vector<Family> families;
   std::vector<ZVar> zvars;                          // one per G/H var, in program order
   std::vector<std::pair<ir::VarId, Estimate>> scalars;  // every scalar's limit
+  // The largest relative error of any numerical estimate in the derivation
+  // (covariances, Zdot coefficients, moments): below ~1e-13 (closed forms,
+  // exact algebra) there is nothing for error propagation to carry.
+  double numeric_rel_error = 0;
 };
 
 // Throws ProgramError for programs outside the master theorem's assumptions and

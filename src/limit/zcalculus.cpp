@@ -127,6 +127,7 @@ class ZCalculus {
       }
       r.quantities.push_back({rep.name, e, rep.loc});
     }
+    r.numeric_rel_error = numeric_rel_error_;
     r.leaves = leaves_;
     r.families = fam_;
     r.zvars = std::move(zvars_);
@@ -252,6 +253,7 @@ class ZCalculus {
     if (!std::isfinite(e.value) || !std::isfinite(e.abs_error))
       refuse(in, "the limit of '" + what + "' is not finite: its master-theorem expectation diverges",
              "the integrand is not integrable under the Gaussian law of its arguments; check the nonlinearity");
+    numeric_rel_error_ = std::max(numeric_rel_error_, e.abs_error / std::max(std::abs(e.value), 1e-300));
     if (opt_.perturb) {  // the perturbed run (Propagation::Perturbation): move by the error, random sign
       std::uint64_t h = (opt_.perturb + 0x9E3779B97F4A7C15ULL * ++perturbed_) * 0xBF58476D1CE4E5B9ULL;
       e.value += ((h >> 31) & 1 ? 1.0 : -1.0) * e.abs_error;
@@ -260,6 +262,7 @@ class ZCalculus {
   }
   bool bound() const { return opt_.propagation == Propagation::Bound; }
   std::uint64_t perturbed_ = 0;
+  double numeric_rel_error_ = 0;
 
   // ---- MatMul: Z^{Wx} = Zhat^{Wx} + Zdot^{Wx} (primer section 2)
   void compute_matmul(const ir::Instr& in) {
@@ -915,6 +918,7 @@ class ZCalculus {
 Result compute(const ir::Program& p, const Options& o) {
   if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
   Result base = ZCalculus(p, o).run();
+  if (base.numeric_rel_error < 1e-13) return base;  // closed forms and exact algebra only
   // Two perturbed runs with independent signs: one random direction can
   // nearly cancel by chance (|N(0,1)| < 0.1 one time in 12); the larger of two
   // does so one time in 150.
