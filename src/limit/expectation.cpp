@@ -579,8 +579,9 @@ class Engine {
   // rule's own refinement is not evidence in several dimensions):
   //   1-d smooth:  Gauss-Hermite, checked by adaptive Gauss-Kronrod;
   //   2-d smooth:  Gauss-Hermite, checked by the same order in rotated coordinates;
-  //   <= 3-d with known kinks or scale features: Gauss-Kronrod split there
-  //                (3-d: checked by randomized QMC);
+  //   <= 3-d with known kinks or scale features: Gauss-Kronrod split there,
+  //                checked by tanh-sinh on the same pieces (<= 2-d) or by
+  //                randomized QMC (3-d);
   //   3..10-d smooth: tensor Gauss-Hermite or a sparse grid, checked by the
   //                rotated rule and randomized QMC;
   //   otherwise:   randomized QMC, whose 16 independent randomizations are
