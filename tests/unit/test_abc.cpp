@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "limit_helpers.hpp"
 #include "netsor/abc.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/frontend.hpp"
@@ -34,21 +35,8 @@ Reference reference(int L, const std::vector<double>& a, const std::vector<doubl
   return {ok, nontriv, regime, r};
 }
 
-std::map<std::string, limit::Estimate> limits(const std::string& src) {
-  auto p = compile_string(src, std::string(NETSOR_SOURCE_DIR) + "/tests/unit/snippet.tp");
-  std::map<std::string, limit::Estimate> m;
-  for (const auto& q : limit::compute(p).quantities) m[q.name] = q.estimate;
-  return m;
-}
-
-std::string error_of(const std::string& src) {
-  try {
-    limits(src);
-  } catch (const ProgramError& e) {
-    return e.diagnostic().message;
-  }
-  return "";
-}
+std::map<std::string, limit::Estimate> limits(const std::string& src) { return netsor_test::limits_of(src); }
+std::string error_of(const std::string& src) { return netsor_test::refusal(src); }
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <map>
 
+#include "limit_helpers.hpp"
 #include "netsor/frontend.hpp"
 #include "netsor/limit.hpp"
 
@@ -28,13 +29,7 @@ std::map<std::string, limit::Estimate> limits(const std::string& file, FrontendO
   return m;
 }
 
-std::map<std::string, limit::Estimate> limits_of(const std::string& src, limit::Options lo = {}) {
-  auto p = compile_string(src, kDir + "/tests/unit/snippet.tp");
-  auto r = limit::compute(p, lo);
-  std::map<std::string, limit::Estimate> m;
-  for (const auto& q : r.quantities) m[q.name] = q.estimate;
-  return m;
-}
+using netsor_test::limits_of;
 
 double binom(int n, int k) {
   double r = 1;

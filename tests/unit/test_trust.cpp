@@ -12,28 +12,13 @@
 #include "netsor/diagnostics.hpp"
 #include "netsor/frontend.hpp"
 #include "netsor/limit.hpp"
+#include "limit_helpers.hpp"
 
 using namespace netsor;
+using netsor_test::limits_of;
+using netsor_test::refusal;
 
 namespace {
-const std::string kDir = NETSOR_SOURCE_DIR;
-
-std::map<std::string, limit::Estimate> limits_of(const std::string& src) {
-  auto p = compile_string(src, kDir + "/tests/unit/snippet.tp");
-  std::map<std::string, limit::Estimate> m;
-  for (const auto& q : limit::compute(p).quantities) m[q.name] = q.estimate;
-  return m;
-}
-
-std::string refusal(const std::string& src) {
-  try {
-    limits_of(src);
-  } catch (const ProgramError& e) {
-    return e.diagnostic().message;
-  }
-  return "";
-}
-
 // Right within its error (plus the reference's own, 1e-12), and that error no
 // larger than `bar` * max(1, |value|) (the acceptance bars).
 void check(const limit::Estimate& e, double want, double bar) {
