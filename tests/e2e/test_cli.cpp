@@ -1,7 +1,10 @@
 // End-to-end: the netsor binary on every program and module we ship, on the
 // malformed-program catalogue in tests/bad, and on generated hostile input.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -156,4 +159,38 @@ TEST_CASE("netsor abc: JSON verdicts, --verify exponents, usage errors") {
   CHECK(run("abc --preset mf --layers 2").rc == 2);
   CHECK(run("abc --layers 2 --a 0,0 --b 0,0,0 --c 0").rc == 2);
   CHECK(run("abc --preset nope").rc == 2);
+}
+
+TEST_CASE("run: widths that do not fit are refused before allocating, and the estimate is the measured peak") {
+  // n = 2^31: the n x n matrix alone is 8 n^2 = 2^65 bytes (the estimate once
+  // overflowed: 288 GiB at n = 2^32).
+  auto big = run("run programs/wigner_moments.tp --width 2147483648 --memory 300G");
+  expect_clean_error(big, "needs ");
+  double need = std::strtod(big.err.c_str() + big.err.find("needs ") + 6, nullptr);
+  CHECK(need >= 8 * std::pow(2.0, 62));
+  CHECK(big.err.find("the memory limit is 322122547200 bytes") != std::string::npos);
+  expect_clean_error(run("run programs/wigner_moments.tp --width 4294967296 --memory 300G"),
+                     "more than 2^31 coordinates");
+  // A ratio that makes a dimension unrepresentable is refused where the width is used.
+  fs::path d = scratch();
+  std::ofstream(d / "huge.tp") << "width m = 1e300 n\nvector v[m] : gaussian(var=1)\nreport r = avg(v * v)\n";
+  auto huge = run("run huge.tp --width 1024", d);
+  expect_clean_error(huge, "huge.tp:2:");
+  CHECK(huge.err.find("more than 2^31 coordinates") != std::string::npos);
+  fs::remove_all(d);
+  // The estimate against the peak resident memory of the run (getrusage of this
+  // test's children, a maximum over them: one test case per process under
+  // CTest, the runs in increasing size), allowing 48 MiB for the process itself.
+  for (const char* args : {"programs/mlp_ntk.tp --width 4096 --float32", "programs/wishart_moments.tp --width 4096"}) {
+    INFO(args);
+    auto est = run(std::string("run ") + args + " --seeds 1 --threads 1 --memory 1");
+    REQUIRE(est.err.find("needs ") != std::string::npos);
+    double bytes = std::strtod(est.err.c_str() + est.err.find("needs ") + 6, nullptr);
+    REQUIRE(run(std::string("run ") + args + " --seeds 1 --threads 1").rc == 0);
+    rusage ru{};
+    getrusage(RUSAGE_CHILDREN, &ru);
+    double peak = double(ru.ru_maxrss) * 1024;
+    CHECK(peak >= 0.9 * bytes);
+    CHECK(peak <= 1.1 * bytes + 48.0 * (1 << 20));
+  }
 }
