@@ -67,8 +67,10 @@ void check_dims(const ir::Program& p, std::int64_t n) {
       }
     if (d.loc.file.empty() && !p.vars.empty()) d.loc.file = p.vars[0].loc.file;
     std::ostringstream m;
-    m << "width " << p.widths[w].name << " = " << p.widths[w].ratio << " n is " << size << " at n = " << n
-      << ": more than 2^31 coordinates";
+    m.precision(10);  // 2147483649 must not print as 2.14748e+09
+    if (p.widths[w].ratio == 1) m << "width " << p.widths[w].name << " = " << n;
+    else m << "width " << p.widths[w].name << " = " << p.widths[w].ratio << " n is " << size << " at n = " << n;
+    m << ": more than 2^31 coordinates";
     d.message = m.str();
     d.hint = "every dimension must stay within 2^31 (2.1e9); use a smaller ratio or --width";
     throw ProgramError(d);
