@@ -6,23 +6,28 @@
 // freed after their last, and so are vectors; the peak is computed from the
 // schedule before anything is allocated.
 //
-// Random numbers: every random object (matrix, Gaussian family) of every seed
-// is sampled from its own streams, one per block of 64 columns, each keyed by
-// (base seed, seed index, object and width, block) (src/exec/random.hpp). A seed therefore
-// fixes every number whatever the number of threads. Normals come from Boost's
-// ziggurat sampler.
+// Random numbers: entry (row, col) of every random object (matrix, Gaussian
+// family) of every seed is a function of (base seed, seed index, object and
+// width, col, row) alone (src/exec/random.hpp), so a seed fixes every number
+// whatever the number of threads and however a matrix is split into panels.
+//
+// A matrix used by one batched product is never stored: its columns are
+// generated a tile at a time and, for at most kThin vectors, multiplied in
+// while they are in the L1 cache (thin_product, thin_product_t).
 #include "netsor/exec.hpp"
 
 #include <unistd.h>
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <atomic>
-#include <boost/random/normal_distribution.hpp>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "netsor/tape.hpp"
 #include "random.hpp"
@@ -33,12 +38,43 @@ namespace {
 using ir::Op;
 using ir::VarId;
 
-constexpr int kBlock = 64;   // columns per random stream
-constexpr int kPanel = 512;  // columns generated at once when a matrix is streamed
+constexpr int kBlock = 64;   // columns per task when a matrix is sampled in parallel
+constexpr int kPanel = 512;  // columns generated at once for a streamed product of more than kThin vectors
+constexpr int kThin = 16;    // at most this many vectors: the fused kernels
+constexpr int kTile = 256;   // rows of a tile of the fused kernels (a multiple of kNormalChunk)
+static_assert(kTile % kNormalChunk == 0);
 
 std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
   if (d.is_finite()) return d.finite;
   return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
+}
+
+// The largest dimension: a vector of 2^31 doubles is already 16 GiB, and
+// converting a larger ratio * n to an integer can overflow.
+constexpr double kMaxDim = 2147483648.0;
+
+// Refuses a width whose ratio makes a dimension too large to round to an
+// integer (`width m = 1e300 n`), before anything is computed from it.
+void check_dims(const ir::Program& p, std::int64_t n) {
+  for (std::size_t w = 0; w < p.widths.size(); ++w) {
+    double size = p.widths[w].ratio * double(n);
+    if (size <= kMaxDim) continue;
+    Diagnostic d;
+    for (const auto& v : p.vars)
+      if ((!v.rows.is_finite() && v.rows.width == (int)w) || (!v.cols.is_finite() && v.cols.width == (int)w)) {
+        d.loc = v.loc;
+        break;
+      }
+    if (d.loc.file.empty() && !p.vars.empty()) d.loc.file = p.vars[0].loc.file;
+    std::ostringstream m;
+    m.precision(10);  // 2147483649 must not print as 2.14748e+09
+    if (p.widths[w].ratio == 1) m << "width " << p.widths[w].name << " = " << n;
+    else m << "width " << p.widths[w].name << " = " << p.widths[w].ratio << " n is " << size << " at n = " << n;
+    m << ": more than 2^31 coordinates";
+    d.message = m.str();
+    d.hint = "every dimension must stay within 2^31 (2.1e9); use a smaller ratio or --width";
+    throw ProgramError(d);
+  }
 }
 
 // ------------------------------------------------------------ schedule
@@ -113,49 +149,85 @@ Schedule make_schedule(const ir::Program& p) {
   return s;
 }
 
-std::size_t vector_bytes(const ir::Program& p, VarId v, std::int64_t n) {
+// Sizes in bytes are doubles in the memory model: exact below 2^53 bytes, and
+// a width such as 2^31 (an n x n matrix of 2^65 bytes) cannot overflow them.
+double vector_bytes(const ir::Program& p, VarId v, std::int64_t n) {
   const auto& var = p.vars[v];
   if (var.kind == ir::VarKind::Scalar) return 0;
-  return std::size_t(dim_size(p, var.rows, n)) * sizeof(double);
+  return double(dim_size(p, var.rows, n)) * sizeof(double);
 }
 
-std::size_t matrix_bytes(const ir::Program& p, VarId m, std::int64_t n, bool f32) {
+double matrix_bytes(const ir::Program& p, VarId m, std::int64_t n, bool f32) {
   const auto& var = p.vars[m];
-  return std::size_t(dim_size(p, var.rows, n)) * std::size_t(dim_size(p, var.cols, n)) * (f32 ? 4 : 8);
+  return double(dim_size(p, var.rows, n)) * double(dim_size(p, var.cols, n)) * (f32 ? 4 : 8);
 }
 
-std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32) {
-  std::size_t live = 0, peak = 0, spare = 0;
-  {
-    std::map<int, std::size_t> released;  // bytes of matrices released per level
-    for (const auto& [m, span] : s.matrix_span)
-      if (!s.streamed(p, m)) released[span.second] += matrix_bytes(p, m, n, f32);
-    for (const auto& [lv, b] : released) spare = std::max(spare, b);
-  }
+// The peak of one seed, following SeedRun level by level: live vectors, live
+// stored matrices, the storage of released matrices kept for a later one of
+// the same shape (SeedRun::release), the tape's registers (kept by each thread
+// once allocated, src/ir/tape.cpp), and each group's temporaries.
+double peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32) {
+  const double word = f32 ? 4 : 8;
+  auto shape = [&](VarId m) {
+    return std::pair{dim_size(p, p.vars[m].rows, n), dim_size(p, p.vars[m].cols, n)};
+  };
+  double live = 0, peak = 0, tape = 0;
+  std::multimap<std::pair<std::int64_t, std::int64_t>, double> pool;  // spare storage by shape
+  auto pooled = [&] {
+    double b = 0;
+    for (const auto& e : pool) b += e.second;
+    return b;
+  };
   for (std::size_t lv = 0; lv < s.levels.size(); ++lv) {
-    std::size_t staging = 0;
-    for (const auto& [m, span] : s.matrix_span)
-      if (span.first == (int)lv && !s.streamed(p, m)) live += matrix_bytes(p, m, n, f32);
+    double staging = 0;
+    for (const auto& [m, span] : s.matrix_span) {
+      if (span.first != (int)lv || s.streamed(p, m)) continue;
+      auto spare = pool.find(shape(m));
+      if (spare != pool.end()) pool.erase(spare);  // its storage is reused
+      live += matrix_bytes(p, m, n, f32);
+      // A Haar matrix: the QR of a Gaussian one in double, its Q, and the scaled copy.
+      if (p.matrix_of(m).dist == ir::MatrixDist::Orthogonal)
+        staging = std::max(staging, 3 * double(shape(m).first) * double(shape(m).second) * 8);
+    }
     for (const auto& g : s.levels[lv]) {
-      if (g.op == Op::MatMul && s.streamed(p, g.matrix))  // one panel of streamed columns
-        staging = std::max(staging, std::size_t(dim_size(p, p.vars[g.matrix].rows, n)) * kPanel * (f32 ? 4 : 8));
-      std::size_t out = 0;
+      double out = 0;
       for (int i : g.instrs) out += vector_bytes(p, p.instrs[i].out, n);
       live += out;
-      // A batched product stages its inputs and outputs as matrices; a family
-      // samples all members at once.
-      if (g.op == Op::MatMul || g.op == Op::Init) staging = std::max(staging, 2 * out * (f32 ? 2 : 1));
-      // The tape keeps one array per expression node while it evaluates.
-      if (g.op == Op::Nonlin || g.op == Op::Moment)
+      if (g.op == Op::MatMul) {
+        // X in double and at the matrix's precision, the product at that
+        // precision and in double (the outputs are counted in `live`); panels
+        // of kPanel columns beyond kThin vectors.
+        const auto [rows, cols] = shape(g.matrix);
+        double k = double(g.instrs.size());
+        const double in = double(g.transposed ? rows : cols) * k * 8;
+        double temp = in + (in + out) * word / 8;
+        if (s.streamed(p, g.matrix) && k > kThin) temp += double(rows) * double(std::min<std::int64_t>(kPanel, cols)) * word;
+        staging = std::max(staging, temp);
+      } else if (g.op == Op::Init) {
+        // The family's normals and their transform (an inner dimension of k:
+        // Eigen evaluates it in place).
+        staging = std::max(staging, 2 * double(dim_size(p, p.vars[p.instrs[g.instrs[0]].out].rows, n)) *
+                                        double(p.families[p.instrs[g.instrs[0]].family].members.size()) * 8);
+      } else if (g.op == Op::Nonlin || g.op == Op::Moment) {
         for (int i : g.instrs) {
-          std::size_t len = 0;
+          double len = 0;
           for (VarId v : operands(p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
-          staging = std::max(staging, node_count(p.instrs[i].expr) * len);
+          tape = std::max(tape, double(node_count(p.instrs[i].expr)) * len);
+          if (g.op == Op::Moment) staging = std::max(staging, len);  // the array averaged
         }
+      }
     }
-    peak = std::max(peak, live + staging + spare);
+    peak = std::max(peak, live + pooled() + tape + staging);
     for (const auto& [m, span] : s.matrix_span)
-      if (span.second == (int)lv && !s.streamed(p, m)) live -= matrix_bytes(p, m, n, f32);
+      if (span.second == (int)lv && !s.streamed(p, m)) {
+        live -= matrix_bytes(p, m, n, f32);
+        pool.emplace(shape(m), matrix_bytes(p, m, n, f32));
+      }
+    std::erase_if(pool, [&](const auto& e) {
+      for (const auto& [m, span] : s.matrix_span)
+        if (span.first > (int)lv && !s.streamed(p, m) && shape(m) == e.first) return false;
+      return true;
+    });
     for (const auto& g : s.levels[lv])
       for (int i : g.instrs) {
         VarId v = p.instrs[i].out;
@@ -170,30 +242,93 @@ std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, boo
 
 // ------------------------------------------------------------ one seed
 
-// Fills a rows x cols matrix with N(0, 1) entries, in parallel over column
-// blocks (each block its own stream).
-// `first_col` (a multiple of kBlock) places `out` within a larger matrix
-// whose columns are streamed: the numbers depend only on the global column.
-template <class M>
-void fill_normal(M& out, std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, int threads,
-                 Eigen::Index first_col = 0) {
-  const Eigen::Index cols = out.cols(), rows = out.rows();
-  const Eigen::Index blocks = (cols + kBlock - 1) / kBlock;
-  std::atomic<Eigen::Index> next{0};
+// Runs task(i) for i < count on up to `threads` threads (the calling one included).
+template <class F>
+void parallel_for(std::int64_t count, int threads, const F& task) {
+  std::atomic<std::int64_t> next{0};
   auto work = [&] {
-    boost::random::normal_distribution<double> N;
-    for (Eigen::Index b; (b = next++) < blocks;) {
-      Xoshiro256pp g(base, seed_index, object, std::uint64_t(first_col / kBlock + b));
-      Eigen::Index c0 = b * kBlock, c1 = std::min(cols, c0 + kBlock);
-      for (Eigen::Index c = c0; c < c1; ++c)
-        for (Eigen::Index r = 0; r < rows; ++r) out(r, c) = typename M::Scalar(N(g));
-    }
+    for (std::int64_t i; (i = next++) < count;) task(i);
   };
-  int t = std::max(1, std::min<int>(threads, (int)blocks));
+  int t = int(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, count)));
   std::vector<std::thread> pool;
   for (int i = 1; i < t; ++i) pool.emplace_back(work);
   work();
   for (auto& th : pool) th.join();
+}
+
+// Fills a rows x cols matrix with the key's N(0, 1) entries. `first_col`
+// places `out` within a larger matrix whose columns are streamed.
+template <class M>
+void fill_normal(M& out, std::uint64_t key, int threads, Eigen::Index first_col = 0) {
+  const Eigen::Index cols = out.cols(), rows = out.rows();
+  parallel_for((cols + kBlock - 1) / kBlock, threads, [&](std::int64_t b) {
+    for (Eigen::Index c = b * kBlock; c < std::min(cols, (b + 1) * kBlock); ++c)
+      normals(key, std::uint64_t(first_col + c), 0, rows, out.col(c).data());
+  });
+}
+
+template <class T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+
+// The thin products: W X and W^T X for k <= kThin columns X, where `col(c,
+// r0, len, buf)` gives rows [r0, r0 + len) of W's column c (generated into
+// buf for a streamed W, or a pointer into a stored one). No packing: each
+// element of W is read once, while it is in the L1 cache. Sums run in a fixed
+// order whatever the number of threads.
+//
+// Y = scale W X: each tile of kTile rows accumulates its k outputs in place,
+// W's columns four at a time.
+template <class T, class Col>
+Mat<T> thin_product(std::int64_t rows, T scale, const Mat<T>& X, int threads, const Col& col) {
+  const std::int64_t cols = X.rows(), k = X.cols();
+  Mat<T> Y(rows, k);
+  parallel_for((rows + kTile - 1) / kTile, threads, [&](std::int64_t tile) {
+    const std::int64_t r0 = tile * kTile, len = std::min<std::int64_t>(kTile, rows - r0);
+    alignas(64) T acc[kThin][kTile] = {}, buf[4][kTile];
+    static const T zero[kTile] = {};
+    for (std::int64_t c0 = 0; c0 < cols; c0 += 4) {
+      const T* w[4] = {zero, zero, zero, zero};
+      const int g = int(std::min<std::int64_t>(4, cols - c0));
+      for (int i = 0; i < g; ++i) w[i] = col(c0 + i, r0, len, buf[i]);
+      for (std::int64_t j = 0; j < k; ++j) {
+        T x[4] = {};
+        for (int i = 0; i < g; ++i) x[i] = X(c0 + i, j) * scale;
+        T* a = acc[j];
+        for (std::int64_t r = 0; r < len; ++r) a[r] += w[0][r] * x[0] + w[1][r] * x[1] + w[2][r] * x[2] + w[3][r] * x[3];
+      }
+    }
+    for (std::int64_t j = 0; j < k; ++j) std::copy(acc[j], acc[j] + len, &Y(r0, j));
+  });
+  return Y;
+}
+
+// Y = scale W^T X: each column of W, a tile at a time, dotted with the k
+// columns of X (partial sums per row of a tile, then added in order).
+template <class T, class Col>
+Mat<T> thin_product_t(std::int64_t cols, T scale, const Mat<T>& X, int threads, const Col& col) {
+  const std::int64_t rows = X.rows(), k = X.cols();
+  Mat<T> Y(cols, k);
+  parallel_for((cols + kBlock - 1) / kBlock, threads, [&](std::int64_t b) {
+    alignas(64) T acc[kThin][kTile], buf[kTile];
+    for (std::int64_t c = b * kBlock; c < std::min(cols, (b + 1) * kBlock); ++c) {
+      for (std::int64_t j = 0; j < k; ++j) std::fill(acc[j], acc[j] + kTile, T(0));
+      for (std::int64_t r0 = 0; r0 < rows; r0 += kTile) {
+        const std::int64_t len = std::min<std::int64_t>(kTile, rows - r0);
+        const T* w = col(c, r0, len, buf);
+        for (std::int64_t j = 0; j < k; ++j) {
+          const T* x = &X(r0, j);
+          T* a = acc[j];
+          for (std::int64_t r = 0; r < len; ++r) a[r] += w[r] * x[r];
+        }
+      }
+      for (std::int64_t j = 0; j < k; ++j) {
+        T sum = 0;
+        for (int r = 0; r < kTile; ++r) sum += acc[j][r];
+        Y(c, j) = sum * scale;
+      }
+    }
+  });
+  return Y;
 }
 
 class SeedRun {
@@ -273,11 +408,12 @@ class SeedRun {
   std::uint64_t family_object(int f) const {
     return key("family", p_.vars[p_.families[f].members.at(0)].name) ^ std::uint64_t(o_.width) * 0x9E3779B97F4A7C15ull;
   }
+  std::uint64_t matrix_key(VarId m) const { return stream_key(o_.seed, seed_, matrix_object(m)); }
 
   void release(std::size_t lv) {
     // A released matrix's storage is kept while a later matrix of the same
-    // shape is still to come (fresh pages cost a fault each); peak_of allows
-    // for the matrices released at one level.
+    // shape is still to be stored (fresh pages cost a fault each); peak_of
+    // follows the same rule.
     for (const auto& [m, span] : s_.matrix_span)
       if (span.second == (int)lv) {
         if (matd_[m].size()) poold_.push_back(std::move(matd_[m]));
@@ -287,7 +423,7 @@ class SeedRun {
       }
     auto wanted = [&](Eigen::Index rows, Eigen::Index cols) {
       for (const auto& [m, span] : s_.matrix_span)
-        if (span.first > (int)lv && size(p_.vars[m].rows) == rows && size(p_.vars[m].cols) == cols) return true;
+        if (span.first > (int)lv && !s_.streamed(p_, m) && size(p_.vars[m].rows) == rows && size(p_.vars[m].cols) == cols) return true;
       return false;
     };
     std::erase_if(poold_, [&](const Eigen::MatrixXd& x) { return x.size() == 0 || !wanted(x.rows(), x.cols()); });
@@ -306,7 +442,7 @@ class SeedRun {
       std::int64_t n = size(p_.vars[in.out].rows);
       std::int64_t k = (std::int64_t)f.members.size();
       Eigen::MatrixXd G(n, k);
-      fill_normal(G, o_.seed, seed_, family_object(in.family), threads_);
+      fill_normal(G, stream_key(o_.seed, seed_, family_object(in.family)), threads_);
       Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(f.cov);
       Eigen::MatrixXd L = es.eigenvectors() * es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
       X = G * L.transpose();
@@ -330,7 +466,7 @@ class SeedRun {
         break;
       }
     W.resize(rows, cols);
-    fill_normal(W, o_.seed, seed_, matrix_object(m), threads_);
+    fill_normal(W, matrix_key(m), threads_);
     if (spec.dist == ir::MatrixDist::Orthogonal) {
       // Haar: Q of a Gaussian matrix's QR, with the signs of R's diagonal.
       Eigen::MatrixXd G = W.template cast<double>();
@@ -345,22 +481,46 @@ class SeedRun {
     return W;
   }
 
-  // Y = W X (or W^T X) for a matrix that is generated a panel of columns at a
-  // time and never stored: the same numbers as a stored W.
   template <class T>
-  Eigen::MatrixXd streamed_product(const Group& g, const Eigen::MatrixXd& X) {
-    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+  std::vector<Mat<T>>& stored() {
+    if constexpr (std::is_same_v<T, float>) return matf_;
+    else return matd_;
+  }
+
+  // Y = W X or W^T X at precision T. A streamed W (never stored) is generated
+  // column by column into the thin kernels, or a panel of columns at a time
+  // for more than kThin vectors: the same numbers as a stored W.
+  template <class T>
+  Eigen::MatrixXd product(const Group& g, const Eigen::MatrixXd& X) {
+    const Mat<T> Xs = X.cast<T>();
+    const bool thin = X.cols() <= kThin;
+    if (!s_.streamed(p_, g.matrix)) {
+      const Mat<T>& M = matrix(g.matrix, stored<T>());
+      auto col = [&](std::int64_t c, std::int64_t r0, std::int64_t, T*) { return &M(r0, c); };
+      if (thin)
+        return (g.transposed ? thin_product_t<T>(M.cols(), T(1), Xs, threads_, col)
+                             : thin_product<T>(M.rows(), T(1), Xs, threads_, col))
+            .template cast<double>();
+      return (g.transposed ? Mat<T>(M.transpose() * Xs) : Mat<T>(M * Xs)).template cast<double>();
+    }
     const ir::Var& W = p_.vars[g.matrix];
-    std::int64_t rows = size(W.rows), cols = size(W.cols);
-    double scale = std::sqrt(p_.matrix_of(g.matrix).variance / double(cols));
-    Mat Xs = X.cast<T>();
-    Mat Y = Mat::Zero(g.transposed ? cols : rows, X.cols());
-    Mat panel;
+    const std::int64_t rows = size(W.rows), cols = size(W.cols);
+    const std::uint64_t key = matrix_key(g.matrix);
+    const T scale = T(std::sqrt(p_.matrix_of(g.matrix).variance / double(cols)));
+    auto col = [&](std::int64_t c, std::int64_t r0, std::int64_t len, T* buf) {
+      normals(key, std::uint64_t(c), r0, len, buf);
+      return static_cast<const T*>(buf);
+    };
+    if (thin)
+      return (g.transposed ? thin_product_t<T>(cols, scale, Xs, threads_, col)
+                           : thin_product<T>(rows, scale, Xs, threads_, col))
+          .template cast<double>();
+    Mat<T> Y = Mat<T>::Zero(g.transposed ? cols : rows, X.cols()), panel;
     for (std::int64_t c0 = 0; c0 < cols; c0 += kPanel) {
       std::int64_t w = std::min<std::int64_t>(kPanel, cols - c0);
       panel.resize(rows, w);
-      fill_normal(panel, o_.seed, seed_, matrix_object(g.matrix), threads_, c0);
-      panel *= T(scale);
+      fill_normal(panel, key, threads_, c0);
+      panel *= scale;
       if (g.transposed) Y.middleRows(c0, w).noalias() = panel.transpose() * Xs;
       else Y.noalias() += panel * Xs.middleRows(c0, w);
     }
@@ -372,17 +532,7 @@ class SeedRun {
     std::int64_t in_dim = size(g.transposed ? W.rows : W.cols);
     Eigen::MatrixXd X(in_dim, (Eigen::Index)g.instrs.size());
     for (std::size_t j = 0; j < g.instrs.size(); ++j) X.col(j) = vec_[p_.instrs[g.instrs[j]].arg].matrix();
-    Eigen::MatrixXd Y;
-    if (s_.streamed(p_, g.matrix)) {
-      Y = o_.float32 ? streamed_product<float>(g, X) : streamed_product<double>(g, X);
-    } else if (o_.float32) {
-      const Eigen::MatrixXf& M = matrix(g.matrix, matf_);
-      Eigen::MatrixXf Xf = X.cast<float>();
-      Y = (g.transposed ? Eigen::MatrixXf(M.transpose() * Xf) : Eigen::MatrixXf(M * Xf)).cast<double>();
-    } else {
-      const Eigen::MatrixXd& M = matrix(g.matrix, matd_);
-      Y = g.transposed ? Eigen::MatrixXd(M.transpose() * X) : Eigen::MatrixXd(M * X);
-    }
+    Eigen::MatrixXd Y = o_.float32 ? product<float>(g, X) : product<double>(g, X);
     for (std::size_t j = 0; j < g.instrs.size(); ++j) vec_[p_.instrs[g.instrs[j]].out] = Y.col(j).array();
   }
 
@@ -431,8 +581,13 @@ std::size_t default_memory_limit() {
   return std::size_t(0.8 * double(pages) * double(page));
 }
 
+namespace {
+std::size_t to_bytes(double b) { return b >= 18446744073709551615.0 ? SIZE_MAX : std::size_t(b); }
+}  // namespace
+
 std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32) {
-  return peak_of(p, make_schedule(p), width, float32);
+  check_dims(p, width);
+  return to_bytes(peak_of(p, make_schedule(p), width, float32));
 }
 
 RunResult run(const ir::Program& p, const Options& o) {
@@ -440,15 +595,19 @@ RunResult run(const ir::Program& p, const Options& o) {
   RunResult res;
   res.width = o.width;
   res.seeds = o.seeds;
-  res.peak_bytes = peak_of(p, s, o.width, o.float32);
+  check_dims(p, o.width);
+  const double peak = peak_of(p, s, o.width, o.float32);
+  res.peak_bytes = to_bytes(peak);
   std::size_t limit = o.memory_limit ? o.memory_limit : default_memory_limit();
-  if (res.peak_bytes > limit) {
+  if (peak > double(limit)) {
     Diagnostic d;
     if (!p.vars.empty()) d.loc.file = p.vars[0].loc.file;
     std::ostringstream m;
-    m << "width " << o.width << " needs " << res.peak_bytes << " bytes (" << std::fixed;
+    m << "width " << o.width << " needs " << std::fixed;
+    m.precision(0);
+    m << peak << " bytes (";
     m.precision(1);
-    m << double(res.peak_bytes) / double(1ull << 30) << " GiB) for one seed; the memory limit is " << limit
+    m << peak / double(1ull << 30) << " GiB) for one seed; the memory limit is " << limit
       << " bytes (" << double(limit) / double(1ull << 30) << " GiB)";
     d.message = m.str();
     d.hint = "use a smaller --width, --float32 for the matrices, or raise --memory";

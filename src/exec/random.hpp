@@ -1,51 +1,32 @@
-// Random streams for the executor.
+// Random numbers for the executor: counter-based, so any entry of any random
+// object can be generated on its own, in any order, by any thread.
 //
-// xoshiro256++ (Blackman and Vigna, "Scrambled linear pseudorandom number
-// generators", ACM TOMS 2021): a small, fast generator that passes BigCrush.
-// Boost 1.74, the version Debian 12 ships, has no xoshiro or counter-based
-// engine, and mt19937_64 was a third of the executor's time. Each stream is
-// keyed by (base seed, seed index, object, block) through splitmix64, so a
-// seed fixes every number however the work is split across threads.
+// Entry (row, col) of an object's N(0, 1) array is a pure function of the
+// object's key (base seed, seed index, object) and of (col, row): a seed fixes
+// every number whatever the number of threads or the panels a matrix is
+// generated in. Uniform bits: one SplitMix64 stream (Steele, Lea and Flood,
+// "Fast splittable pseudorandom number generators", OOPSLA 2014; it passes
+// BigCrush) per column, keyed by hashing the column into the object's key,
+// its i-th output computed directly as the splitmix64 finaliser of
+// key + i * golden gamma. Normals: Box-Muller on pairs of 52-bit uniforms, with log, sin and
+// cos as fixed polynomials (random.cpp) so that the compiler vectorises them.
+// A build with fused multiply-adds (NETSOR_NATIVE on most CPUs) and one
+// without give numbers that differ in the last bits.
 #pragma once
 
 #include <cstdint>
-#include <limits>
 
 namespace netsor::exec {
 
-class Xoshiro256pp {
- public:
-  using result_type = std::uint64_t;
-  static constexpr result_type min() { return 0; }
-  static constexpr result_type max() { return std::numeric_limits<result_type>::max(); }
+std::uint64_t stream_key(std::uint64_t base, std::uint64_t seed_index, std::uint64_t object);
 
-  Xoshiro256pp(std::uint64_t base, std::uint64_t seed_index, std::uint64_t object, std::uint64_t block) {
-    // Hash the key into the state with splitmix64 (never all zero).
-    std::uint64_t x = base;
-    for (std::uint64_t k : {seed_index, object, block}) x = mix(x ^ mix(k + 0x632BE59BD9B4E019ull));
-    for (auto& w : s_) w = mix(x += 0x9E3779B97F4A7C15ull);
-  }
+// Rows are generated in chunks of this many (a Box-Muller pair fills entries
+// r and r + 8 of a chunk): a call's first row must be a multiple of it.
+constexpr std::int64_t kNormalChunk = 16;
 
-  result_type operator()() {
-    const std::uint64_t r = rotl(s_[0] + s_[3], 23) + s_[0];
-    const std::uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return r;
-  }
-
- private:
-  std::uint64_t s_[4];
-  static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  static std::uint64_t mix(std::uint64_t z) {  // splitmix64 finaliser
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-};
+// out[i] = entry (row0 + i, col) of the key's N(0, 1) array, for i < count;
+// row0 % kNormalChunk == 0. The float version rounds the same numbers.
+void normals(std::uint64_t key, std::uint64_t col, std::int64_t row0, std::int64_t count, double* out);
+void normals(std::uint64_t key, std::uint64_t col, std::int64_t row0, std::int64_t count, float* out);
 
 }  // namespace netsor::exec

@@ -1,7 +1,10 @@
 // End-to-end: the netsor binary on every program and module we ship, on the
 // malformed-program catalogue in tests/bad, and on generated hostile input.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -156,4 +159,37 @@ TEST_CASE("netsor abc: JSON verdicts, --verify exponents, usage errors") {
   CHECK(run("abc --preset mf --layers 2").rc == 2);
   CHECK(run("abc --layers 2 --a 0,0 --b 0,0,0 --c 0").rc == 2);
   CHECK(run("abc --preset nope").rc == 2);
+}
+
+TEST_CASE("run: the memory estimate is the measured peak") {
+  // Widths too large to allocate or to represent are in tests/regress (width_*.tp).
+  // The estimate against the peak resident memory of the run (getrusage of this
+  // test's children, a maximum over them: one test case per process under
+  // CTest, the runs in increasing size), allowing 48 MiB for the process itself.
+  // mlp_nngp.tp's n x n matrices are streamed (no storage); nngp.tp is the same
+  // network without them, at a width where its vectors and the tape's registers
+  // (the estimate once put mlp_nngp 1.5-2x below its peak) are what counts.
+  fs::path d = scratch();
+  std::ofstream(d / "nngp.tp") << "input xi[1] = [1.0, 0.0, 0.5]\ninput xi[2] = [0.2, -1.0, 0.3]\n"
+                                  "input xi[3] = [0.2, -1.0, 0.3]\ninput xi[4] = [-0.7, 0.4, 1.1]\n"
+                                  "matrix U[n, 3] : gaussian(var=2.0)\n"
+                                  "for l in 1..5 {\n  vector b[l] : gaussian(var=0.1)\n}\n"
+                                  "for a in 1..4 {\n  h[1][a] = U @ xi[a] + b[1]\n"
+                                  "  for l in 2..5 {\n    h[l][a] = 1.4 * relu(h[l-1][a]) + b[l]\n  }\n}\n"
+                                  "for a in 1..4 {\n  for c in a..4 {\n    report K[a][c] = avg(h[5][a] * h[5][c])\n  }\n}\n";
+  const std::string runs[] = {"programs/mlp_nngp.tp --width 16384", "programs/mlp_ntk.tp --width 4096 --float32", "'" + (d / "nngp.tp").string() + "' --width 1048576",
+                              "programs/wishart_moments.tp --width 4096"};
+  for (const auto& args : runs) {
+    INFO(args);
+    auto est = run("run " + args + " --seeds 1 --threads 1 --memory 1");
+    REQUIRE(est.err.find("needs ") != std::string::npos);
+    double bytes = std::strtod(est.err.c_str() + est.err.find("needs ") + 6, nullptr);
+    REQUIRE(run("run " + args + " --seeds 1 --threads 1").rc == 0);
+    rusage ru{};
+    getrusage(RUSAGE_CHILDREN, &ru);
+    double peak = double(ru.ru_maxrss) * 1024;
+    CHECK(peak >= 0.9 * bytes);
+    CHECK(peak <= 1.1 * bytes + 48.0 * (1 << 20));
+  }
+  fs::remove_all(d);
 }

@@ -2,11 +2,14 @@
 // finite-n values that the laws of the sampled objects fix.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "netsor/converge.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/frontend.hpp"
+#include "../../src/exec/random.hpp"
 
 using namespace netsor;
 
@@ -27,16 +30,22 @@ exec::RunResult run(const ir::Program& p, std::int64_t n, int seeds, int threads
 }
 }  // namespace
 
-TEST_CASE("the same seed gives bit-identical numbers with 1 and 2 threads; other seeds differ") {
+TEST_CASE("the same seed gives bit-identical numbers with 1, 2 and 4 threads, and other seeds differ") {
   for (const char* f : {"programs/transpose_correction.tp", "programs/mlp_ntk.tp", "programs/wishart_moments.tp"}) {
     INFO(f);
     auto p = file(f);
-    auto a = run(p, 384, 3, 1), b = run(p, 384, 3, 2);
-    for (std::size_t q = 0; q < a.quantities.size(); ++q)
+    // 1 thread: seeds one after another; 2 and 4: seeds at once; one seed on 4 threads: its
+    // sampling and fused products split over threads (tiles of rows, blocks of columns).
+    // 392 rows: two tiles of the fused kernels, the last chunk of 16 rows cut at 8.
+    auto a = run(p, 392, 3, 1), b = run(p, 392, 3, 2), b4 = run(p, 392, 3, 4), b1 = run(p, 392, 1, 4);
+    for (std::size_t q = 0; q < a.quantities.size(); ++q) {
       for (int s = 0; s < 3; ++s) CHECK(a.quantities[q].per_seed[s] == b.quantities[q].per_seed[s]);
+      for (int s = 0; s < 3; ++s) CHECK(a.quantities[q].per_seed[s] == b4.quantities[q].per_seed[s]);
+      CHECK(a.quantities[q].per_seed[0] == b1.quantities[q].per_seed[0]);
+    }
     // Seed k is the same whether 3 or 5 seeds run; a different base seed changes everything.
-    auto c = run(p, 384, 5, 2);
-    auto d = run(p, 384, 3, 2, 99);
+    auto c = run(p, 392, 5, 2);
+    auto d = run(p, 392, 3, 2, 99);
     for (std::size_t q = 0; q < a.quantities.size(); ++q) {
       CHECK(c.quantities[q].per_seed[2] == a.quantities[q].per_seed[2]);
       CHECK(d.quantities[q].per_seed[0] != a.quantities[q].per_seed[0]);
@@ -45,15 +54,84 @@ TEST_CASE("the same seed gives bit-identical numbers with 1 and 2 threads; other
   }
 }
 
+TEST_CASE("the normal sampler: moments, tails and the Kolmogorov-Smirnov distance of N(0, 1)") {
+  // 2^22 normals from 64 columns of one key, generated in pieces that start at
+  // different chunks; references are N(0, 1)'s closed forms. Bounds: 5 standard
+  // errors of each statistic (fixed key, so the outcome is deterministic).
+  const std::int64_t rows = 65536, cols = 64;
+  const double N = double(rows * cols);
+  std::vector<double> z(rows * cols);
+  const std::uint64_t key = exec::stream_key(7, 3, 0x1234);
+  for (std::int64_t c = 0; c < cols; ++c) {
+    std::int64_t cut = exec::kNormalChunk * (1 + c * 37);  // pieces [0, cut) and [cut, rows)
+    exec::normals(key, c, 0, cut, &z[c * rows]);
+    exec::normals(key, c, cut, rows - cut, &z[c * rows + cut]);
+  }
+  // Piecewise generation gives the same numbers as one call; float rounds them.
+  std::vector<double> whole(rows);
+  std::vector<float> single(rows);
+  exec::normals(key, 5, 0, rows, whole.data());
+  exec::normals(key, 5, 0, rows, single.data());
+  CHECK(std::equal(whole.begin(), whole.end(), z.begin() + 5 * rows));
+  for (std::int64_t r = 0; r < rows; r += 997) CHECK(single[r] == float(whole[r]));
+  double m1 = 0, m2 = 0, m3 = 0, m4 = 0, lag = 0, t3 = 0, t4 = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    double x = z[i];
+    m1 += x, m2 += x * x, m3 += x * x * x, m4 += x * x * x * x;
+    t3 += std::abs(x) > 3, t4 += std::abs(x) > 4;
+    if (i + 8 < z.size()) lag += x * z[i + 8];  // a Box-Muller pair: entries r and r + 8
+  }
+  // Entries of one row in neighbouring columns, and their squares (a Wishart
+  // moment sees these): uncorrelated.
+  double row = 0, row2 = 0;
+  for (std::int64_t c = 0; c + 1 < cols; ++c)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      double a = z[c * rows + r], b = z[(c + 1) * rows + r];
+      row += a * b, row2 += (a * a - 1) * (b * b - 1);
+    }
+  const double pairs = double(rows * (cols - 1));
+  CHECK(std::abs(row / pairs) < 5 * std::sqrt(1 / pairs));
+  CHECK(std::abs(row2 / pairs) < 5 * std::sqrt(4 / pairs));
+  m1 /= N, m2 /= N, m3 /= N, m4 /= N, lag /= N;
+  CHECK(std::abs(m1) < 5 * std::sqrt(1 / N));
+  CHECK(std::abs(m2 - 1) < 5 * std::sqrt(2 / N));
+  CHECK(std::abs(m3) < 5 * std::sqrt(15 / N));
+  CHECK(std::abs(m4 - 3) < 5 * std::sqrt(96 / N));
+  CHECK(std::abs(lag) < 5 * std::sqrt(1 / N));
+  for (auto [count, x] : {std::pair{t3, 3.0}, std::pair{t4, 4.0}}) {
+    double p = std::erfc(x / std::sqrt(2.0));  // P(|Z| > x)
+    CHECK(std::abs(count - N * p) < 5 * std::sqrt(N * p * (1 - p)));
+  }
+  // Kolmogorov-Smirnov: P(sqrt(N) D > 1.95) ~ 0.001.
+  std::sort(z.begin(), z.end());
+  double d = 0;
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    double F = 0.5 * std::erfc(-z[i] / std::sqrt(2.0));
+    d = std::max({d, std::abs(F - double(i) / N), std::abs(F - double(i + 1) / N)});
+  }
+  CHECK(std::sqrt(N) * d < 1.95);
+  CHECK(z.front() > -9);  // Box-Muller from 52-bit uniforms: |z| <= 8.49
+  CHECK(z.back() < 9);
+}
+
 TEST_CASE("a streamed matrix (used once) has the same entries as a stored one") {
-  // In the first program W is used by one batched product and is streamed; in
-  // the second it is used twice and stored. y = W x must agree.
-  const char* once = "matrix W : gaussian(var=2)\nvector x : gaussian(var=1)\ny = W @ x\nreport r = avg(y * x + y^2)\n";
-  const char* twice =
-      "matrix W : gaussian(var=2)\nvector x : gaussian(var=1)\ny = W @ x\nz = W @ tanh(y)\nreport r = avg(y * x + y^2)\n";
-  auto a = run(prog(once), 700, 2, 1), b = run(prog(twice), 700, 2, 1);
-  for (int s = 0; s < 2; ++s)
-    CHECK(a.quantities[0].per_seed[s] == doctest::Approx(b.quantities[0].per_seed[s]).epsilon(1e-12));
+  // In the first program of each pair W (700 x 500) is used by one batched
+  // product and is streamed; in the second it is used twice and stored. The
+  // products must agree: the fused kernels W x and W^T x, and the panels of a
+  // product of more than 16 vectors.
+  const std::string head = "width m = 0.71428571 n\nmatrix W[n, m] : gaussian(var=2)\n";
+  const std::pair<std::string, std::string> cases[] = {
+      {"vector x[m] : gaussian(var=1)\ny = W @ x\n", "z = W.T @ tanh(y)\nreport r = avg(y^2)\n"},
+      {"vector x : gaussian(var=1)\ny = W.T @ x\n", "z = W @ tanh(y)\nreport r = avg(y^2)\n"},
+      {"for i in 1..17 {\n  vector x[i][m] : gaussian(var=1)\n  y[i] = W @ x[i]\n}\n",
+       "z = W.T @ tanh(y[1])\nreport r = avg(y[1] * y[17] + y[3]^2)\n"}};
+  for (const auto& [prod, rest] : cases) {
+    std::string report = rest.substr(rest.find("report"));
+    auto a = run(prog(head + prod + report), 700, 2, 1), b = run(prog(head + prod + rest), 700, 2, 1);
+    INFO(prod);
+    for (int s = 0; s < 2; ++s)
+      CHECK(a.quantities[0].per_seed[s] == doctest::Approx(b.quantities[0].per_seed[s]).epsilon(1e-12));
+  }
 }
 
 TEST_CASE("finite-n values fixed by the law: Haar matrices keep norms, families keep covariances") {
