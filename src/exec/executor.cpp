@@ -24,10 +24,18 @@
 #include <sstream>
 #include <thread>
 
+#include "netsor/operators.hpp"
 #include "netsor/tape.hpp"
+#include "operator_engine.hpp"
 #include "random.hpp"
 
 namespace netsor::exec {
+
+std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
+  if (d.is_finite()) return d.finite;
+  return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
+}
+
 namespace {
 
 using ir::Op;
@@ -35,11 +43,6 @@ using ir::VarId;
 
 constexpr int kBlock = 64;   // columns per random stream
 constexpr int kPanel = 512;  // columns generated at once when a matrix is streamed
-
-std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
-  if (d.is_finite()) return d.finite;
-  return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
-}
 
 // ------------------------------------------------------------ schedule
 
@@ -63,9 +66,10 @@ struct Schedule {
   }
 };
 
-std::vector<VarId> operands(const ir::Instr& in) {
+std::vector<VarId> operands(const ir::Program& p, const ir::Instr& in) {
   if (in.op == Op::MatMul) return {in.arg};
   if (in.op == Op::Init || in.op == Op::Width) return {};
+  if (in.op == Op::Apply || in.op == Op::Trace) return operator_operands(p, in);
   return free_vars(in.expr);
 }
 
@@ -76,7 +80,7 @@ Schedule make_schedule(const ir::Program& p) {
   int top = 0;
   for (std::size_t i = 0; i < p.instrs.size(); ++i) {
     int lv = 0;
-    for (VarId v : operands(p.instrs[i]))
+    for (VarId v : operands(p, p.instrs[i]))
       if (p.vars[v].def >= 0) lv = std::max(lv, s.level_of[p.vars[v].def] + 1);
     s.level_of[i] = lv;
     top = std::max(top, lv);
@@ -85,7 +89,7 @@ Schedule make_schedule(const ir::Program& p) {
   for (std::size_t i = 0; i < p.instrs.size(); ++i) {
     const auto& in = p.instrs[i];
     int lv = s.level_of[i];
-    for (VarId v : operands(in)) s.last_use[v] = std::max(s.last_use[v], lv);
+    for (VarId v : operands(p, in)) s.last_use[v] = std::max(s.last_use[v], lv);
     auto& groups = s.levels[lv];
     Group* g = nullptr;
     if (in.op == Op::MatMul) {
@@ -104,6 +108,8 @@ Schedule make_schedule(const ir::Program& p) {
   for (const auto& groups : s.levels)
     for (const auto& g : groups)
       if (g.op == Op::MatMul) s.groups_using[g.matrix]++;
+  for (const auto& sp : p.spectra)  // what `spectrum` operators read lives to the end
+    for (VarId v : ir::op_leaves(p, sp.node)) s.last_use[v] = top;
   // Within a level: initial vectors, then products, then the rest in program order.
   for (auto& groups : s.levels)
     std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
@@ -145,11 +151,13 @@ std::size_t peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, boo
       // A batched product stages its inputs and outputs as matrices; a family
       // samples all members at once.
       if (g.op == Op::MatMul || g.op == Op::Init) staging = std::max(staging, 2 * out * (f32 ? 2 : 1));
+      if (g.op == Op::Apply || g.op == Op::Trace)
+        for (int i : g.instrs) staging = std::max(staging, operator_bytes(p, p.instrs[i].op_node, n));
       // The tape keeps one array per expression node while it evaluates.
       if (g.op == Op::Nonlin || g.op == Op::Moment)
         for (int i : g.instrs) {
           std::size_t len = 0;
-          for (VarId v : operands(p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
+          for (VarId v : operands(p, p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
           staging = std::max(staging, node_count(p.instrs[i].expr) * len);
         }
     }
@@ -220,10 +228,12 @@ class SeedRun {
           case Op::Width:
             for (int i : g.instrs) scal_[p_.instrs[i].out] = double(size({p_.instrs[i].member, 0}));
             break;
+          case Op::Apply: case Op::Trace: for (int i : g.instrs) operator_instr(p_.instrs[i]); break;
         }
       }
       release(lv);
     }
+    if (o_.on_operators && !p_.spectra.empty()) o_.on_operators(int(seed_), operators());
     // A scalar that is not a number (1/(s-s), sqrt'(0)) is an error, named
     // at the first one in program order, not a NaN in the table.
     for (const auto& in : p_.instrs)
@@ -258,6 +268,22 @@ class SeedRun {
   std::vector<Eigen::MatrixXf>& pool_of(std::vector<Eigen::MatrixXf>&) { return poolf_; }
   std::vector<Eigen::MatrixXd> family_;  // sampled members, until all are taken
   std::vector<std::size_t> taken_;
+  std::unique_ptr<OperatorEngine> ops_;  // operators over this seed's matrices and vectors
+
+  OperatorEngine& operators() {
+    if (!ops_)
+      ops_ = std::make_unique<OperatorEngine>(OperatorInputs{
+          &p_, o_.width, o_.seed, seed_, [this](VarId m) -> const Eigen::MatrixXd& { return matrix(m, matd_); },
+          [this](VarId v) -> const Eigen::ArrayXd& { return vec_[v]; }, [this](VarId v) { return scal_[v]; }});
+    return *ops_;
+  }
+
+  void operator_instr(const ir::Instr& in) {
+    OperatorEngine& ops = operators();
+    ops.set_location(in.loc);
+    if (in.op == Op::Trace) scal_[in.out] = ops.trace(in.op_node).value;
+    else vec_[in.out] = ops.apply(in.op_node, vec_[in.arg].matrix()).col(0).array();
+  }
 
   std::int64_t size(const ir::Dim& d) const { return dim_size(p_, d, o_.width); }
   // Stream keys hash the object's name (FNV-1a), so that editing one part of
@@ -441,6 +467,10 @@ RunResult run(const ir::Program& p, const Options& o) {
   res.width = o.width;
   res.seeds = o.seeds;
   res.peak_bytes = peak_of(p, s, o.width, o.float32);
+  for (const auto& sp : p.spectra) {  // its matrices, and a dense form with its eigensolver's workspace
+    auto d = std::size_t(dim_size(p, p.op_nodes[sp.node].rows, o.width));
+    res.peak_bytes += operator_bytes(p, sp.node, o.width) + (d <= OperatorEngine::kDenseMax ? 3 * d * d * 8 : 0);
+  }
   std::size_t limit = o.memory_limit ? o.memory_limit : default_memory_limit();
   if (res.peak_bytes > limit) {
     Diagnostic d;
