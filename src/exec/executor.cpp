@@ -109,7 +109,7 @@ Schedule make_schedule(const ir::Program& p) {
     for (const auto& g : groups)
       if (g.op == Op::MatMul) s.groups_using[g.matrix]++;
   for (const auto& sp : p.spectra)  // what `spectrum` operators read lives to the end
-    for (VarId v : ir::op_leaves(p, sp.node)) s.last_use[v] = top;
+    for (VarId v : ir::op_leaves(p, sp.node)) s.last_use[v] = top + 1;  // past the last level: never released
   // Within a level: initial vectors, then products, then the rest in program order.
   for (auto& groups : s.levels)
     std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {

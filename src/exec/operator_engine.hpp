@@ -24,6 +24,9 @@ struct OperatorInputs {
   std::function<double(ir::VarId)> scalar;
 };
 
+// The size of a dimension at base width n (executor.cpp).
+std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n);
+
 struct TraceEstimate {
   double value = 0;
   double sem = 0;  // of the Hutchinson estimate; 0 when exact

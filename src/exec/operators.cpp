@@ -18,8 +18,6 @@
 
 namespace netsor::exec {
 
-std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n);  // executor.cpp
-
 namespace {
 
 constexpr int kPanel = 256;             // identity columns per application when forming or tracing
