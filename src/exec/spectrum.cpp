@@ -17,33 +17,15 @@
 
 #include "netsor/frontend.hpp"
 #include "netsor/operators.hpp"
+#include "blas.hpp"
 #include "operator_engine.hpp"
 #include "random.hpp"
-
-extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
-                        double* work, const int* lwork, int* iwork, const int* liwork, int* info, std::size_t,
-                        std::size_t);
 
 namespace netsor::exec {
 namespace {
 
 constexpr int kMoments = 4;
 constexpr std::uint64_t kLanczosObject = 0x4C414E43ull;  // "LANC": the start vectors' stream
-
-// Eigenvalues of a symmetric matrix whose lower triangle is filled (A is overwritten).
-std::vector<double> symmetric_eigenvalues(Eigen::MatrixXd& A) {
-  int n = (int)A.rows(), lwork = -1, liwork = -1, info = 0, iwq = 0;
-  double wq = 0;
-  std::vector<double> w(n);
-  dsyevd_("N", "L", &n, A.data(), &n, w.data(), &wq, &lwork, &iwq, &liwork, &info, 1, 1);
-  lwork = std::max(1, (int)wq);
-  liwork = std::max(1, iwq);
-  std::vector<double> work(lwork);
-  std::vector<int> iwork(liwork);
-  dsyevd_("N", "L", &n, A.data(), &n, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
-  if (info != 0) throw std::runtime_error("dsyevd failed (info " + std::to_string(info) + ")");
-  return w;
-}
 
 // The dense form of a symmetric operator, lower triangle at least. A proven
 // symmetric product is a palindrome X @ X.T or X @ M @ X.T: X is formed once
@@ -54,10 +36,8 @@ Eigen::MatrixXd dense_symmetric(OperatorEngine& ops, int node) {
   std::size_t h = n.args.size() / 2;
   Eigen::MatrixXd X = ops.dense(n.args[h - 1]);
   for (std::size_t i = h - 1; i-- > 0;) X = ops.apply(n.args[i], X);
-  if (n.args.size() % 2) return X * ops.apply(n.args[h], X.transpose());
-  Eigen::MatrixXd G = Eigen::MatrixXd::Zero(X.rows(), X.rows());
-  G.selfadjointView<Eigen::Lower>().rankUpdate(X);
-  return G;
+  if (n.args.size() % 2) return blas::gemm(X, false, ops.apply(n.args[h], X.transpose()));
+  return blas::syrk_lower(X);
 }
 
 struct SeedSpectrum {
@@ -68,7 +48,7 @@ struct SeedSpectrum {
 SeedSpectrum dense_spectrum(OperatorEngine& ops, int node) {
   Eigen::MatrixXd A = dense_symmetric(ops, node);
   SeedSpectrum s;
-  s.values = symmetric_eigenvalues(A);
+  s.values = blas::symmetric_eigenvalues(A);
   s.weights.assign(s.values.size(), 1.0 / double(s.values.size()));
   s.method = "dense";
   return s;
