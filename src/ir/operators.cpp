@@ -159,6 +159,21 @@ static void fit_sizes(Program& p, int& a, int& b, Dim size_for_a, Dim size_for_b
   else if (unsized(p, b) && !unsized(p, a)) b = op_sized(p, b, size_for_b);
 }
 
+// a + b or a @ b, with sums of sums and products of products flattened (so
+// that the symmetry proof sees every factor).
+static int flat(Program& p, OpKind kind, int a, int b, Dim rows, Dim cols) {
+  OpNode n;
+  n.kind = kind;
+  n.rows = rows;
+  n.cols = cols;
+  for (int t : {a, b}) {
+    const OpNode& x = p.op_nodes[t];
+    if (x.kind == kind) n.args.insert(n.args.end(), x.args.begin(), x.args.end());
+    else n.args.push_back(t);
+  }
+  return finish(p, std::move(n));
+}
+
 int op_sum(Program& p, int a, int b, OpError* err) {
   fit_sizes(p, a, b, p.op_nodes[b].rows, p.op_nodes[a].rows);
   const OpNode &x = p.op_nodes[a], &y = p.op_nodes[b];
@@ -170,15 +185,7 @@ int op_sum(Program& p, int a, int b, OpError* err) {
                      : "operators added together must have the same shape"};
     return -1;
   }
-  OpNode n;
-  n.kind = OpKind::Sum;
-  n.rows = x.rows;
-  n.cols = x.cols;
-  for (int t : {a, b}) {
-    if (p.op_nodes[t].kind == OpKind::Sum) n.args.insert(n.args.end(), p.op_nodes[t].args.begin(), p.op_nodes[t].args.end());
-    else n.args.push_back(t);
-  }
-  return finish(p, std::move(n));
+  return flat(p, OpKind::Sum, a, b, x.rows, x.cols);
 }
 
 int op_product(Program& p, int a, int b, OpError* err) {
@@ -190,15 +197,7 @@ int op_product(Program& p, int a, int b, OpError* err) {
             "in A @ B the columns of A must match the rows of B; a transpose (.T) may be missing"};
     return -1;
   }
-  OpNode n;
-  n.kind = OpKind::Product;
-  n.rows = x.rows;
-  n.cols = y.cols;
-  for (int t : {a, b}) {
-    if (p.op_nodes[t].kind == OpKind::Product) n.args.insert(n.args.end(), p.op_nodes[t].args.begin(), p.op_nodes[t].args.end());
-    else n.args.push_back(t);
-  }
-  return finish(p, std::move(n));
+  return flat(p, OpKind::Product, a, b, x.rows, y.cols);
 }
 
 int op_inverse(Program& p, int a, OpError* err) {

@@ -962,7 +962,7 @@ class Lowerer {
       Value v = eval(c->expr());
       if (v.kind == Value::Operator) return op_value(ir::op_transpose(prog_, v.node));
       if (v.kind != Value::Matrix)
-        fail_at(c, "only a matrix or an operator can be transposed; this is a " + kind_text(v));
+        fail_at(c, "only a matrix can be transposed (or an operator); this is a " + kind_text(v));
       v.transposed = !v.transposed;
       return v;
     }
@@ -1224,20 +1224,21 @@ class Lowerer {
       fail_at(c, "shape mismatch: " + wname + " is " + prog_.dim_name(m.transposed ? W.cols : W.rows) + "x" +
                      prog_.dim_name(in) + " but the vector has size " + prog_.dim_name(x.dim),
               m.transposed ? "did you mean " + W.name + " @ ...?" : "did you mean " + W.name + ".T @ ...?");
-    return emit_matmul(m.var, m.transposed, x, c);
+    return emit_matmul(m.var, m.transposed, x, c, c->expr(1));
   }
 
-  Value emit_matmul(VarId m, bool transposed, const Value& x, antlr4::ParserRuleContext* c) {
-    const ir::Var& W = prog_.vars[m];
-    VarId arg = as_var(x, c);
+  Value emit_matmul(VarId m, bool transposed, const Value& x, antlr4::ParserRuleContext* c,
+                    antlr4::ParserRuleContext* arg_at) {
+    // Copies, not references: naming the argument may add variables.
+    const Dim out = transposed ? prog_.vars[m].cols : prog_.vars[m].rows;
+    const std::string wname = prog_.vars[m].name + (transposed ? ".T" : "");
+    VarId arg = as_var(x, arg_at);
     ir::Instr instr;
     instr.op = ir::Op::MatMul;
     instr.matrix = m;
     instr.transposed = transposed;
     instr.arg = arg;
-    Dim out = transposed ? W.cols : W.rows;
-    VarId y = emit(instr, W.name + (transposed ? ".T" : "") + "@" + prog_.vars[arg].name, VarKind::G, out,
-                   loc_of(c), true);
+    VarId y = emit(instr, wname + "@" + prog_.vars[arg].name, VarKind::G, out, loc_of(c), true);
     Value r;
     r.kind = Value::Vector;
     r.expr = netsor::var(y);
@@ -1347,7 +1348,7 @@ class Lowerer {
   Value apply_node(int node, Value x, antlr4::ParserRuleContext* c) {
     const ir::OpNode n = prog_.op_nodes[node];  // a copy: emitting may add nodes
     switch (n.kind) {
-      case ir::OpKind::Matrix: return emit_matmul(n.matrix, n.transposed, x, c);
+      case ir::OpKind::Matrix: return emit_matmul(n.matrix, n.transposed, x, c, c);
       case ir::OpKind::Identity: return x;
       case ir::OpKind::Diag: x.expr = mul(n.entries, x.expr); return x;
       case ir::OpKind::Scale: {

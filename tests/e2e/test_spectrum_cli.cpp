@@ -29,7 +29,8 @@ const char* kOps =
     "spectrum S\n"
     "spectrum A.T @ A + 0.5 * I as ridge\n"
     "report t = tr(inv(A.T @ A + 0.5 * I))\n"
-    "report q = avg(v * (inv(S + I) @ v))\n";
+    "report q = avg(v * (inv(S + I) @ v))\n"
+    "spectrum inv(S + I) as resolvent\n";
 
 }  // namespace
 
@@ -69,6 +70,10 @@ TEST_CASE("spectrum --json: the documented shape, a density that integrates to 1
   CHECK(s["min"].get<double>() == doctest::Approx(0.5).epsilon(1e-10));
   CHECK(s["eigenvalues"].size() == 3);
   CHECK(s["eigenvalues"][0].size() == 64);
+  // The resolvent of S = W D W.T (D = diag(tanh') > 0) has its spectrum in (0, 1].
+  const json& res = j["spectra"]["resolvent"];
+  CHECK(res["min"].get<double>() > 0);
+  CHECK(res["max"].get<double>() <= 1 + 1e-12);
 }
 
 TEST_CASE("spectra, traces and inverses do not depend on the thread count") {
