@@ -27,6 +27,8 @@ stmt
   | importStmt
   | forStmt
   | assignStmt
+  | operatorDecl
+  | spectrumStmt
   ;
 
 // width m = 2 n   (ratio may also be written 2 * n, or omitted: width m = n)
@@ -47,6 +49,9 @@ importStmt  : 'import' STRING ;
 forStmt     : 'for' var=ID 'in' lo=expr '..' hi=expr block ;
 assignStmt  : target '=' expr ;
 target      : ID (LBRACK expr RBRACK)* ;
+// operator S = J @ J.T        spectrum S        spectrum A.T @ A as mp
+operatorDecl : 'operator' target '=' expr ;
+spectrumStmt : 'spectrum' expr ('as' name=target)? ;
 
 // Precedence, tightest first: .T, ^, unary -, @ (right assoc), * /, + -.
 // '@' binds tighter than '*' so that  0.5 * W @ x  means 0.5 * (W @ x).

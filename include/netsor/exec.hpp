@@ -11,6 +11,8 @@
 
 namespace netsor::exec {
 
+class OperatorEngine;  // src/exec/operator_engine.hpp
+
 struct Options {
   std::int64_t width = 1024;   // n; other widths are ratio * n (rounded)
   int seeds = 1;               // independent samples of every random object
@@ -19,6 +21,9 @@ struct Options {
   bool float32 = false;        // matrices and products in single precision
   std::size_t memory_limit = 0;  // bytes; 0: 80% of physical memory
   std::function<void(int done, int total)> progress;  // called after each seed
+  // Called (from the seed's thread) after each seed of a program with `spectrum`
+  // statements ran, with that seed's operators: netsor spectrum.
+  std::function<void(int seed, OperatorEngine& ops)> on_operators;
 };
 
 struct QuantityStats {

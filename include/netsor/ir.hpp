@@ -69,6 +69,9 @@ enum class Op {
   Moment,  // out = (1/n) sum_alpha phi(...)  (a scalar)
   Scalar,  // out = f(scalars): deterministic arithmetic on scalars
   Width,   // out = the width widths[member] as a number (for powers n^p, primer section 4)
+  Apply,   // out = operator op_node applied to arg (an H-var); emitted only where the
+           // operator contains inv(...): the rest lowers to MatMul and Nonlin
+  Trace,   // out = (1/dim) Tr(operator op_node)  (a scalar)
 };
 
 struct Instr {
@@ -77,8 +80,40 @@ struct Instr {
   int family = -1, member = -1;  // Init (member: also the width of Op::Width)
   VarId matrix = -1;             // MatMul: the A-var
   bool transposed = false;       // MatMul
-  VarId arg = -1;                // MatMul: the vector multiplied
+  VarId arg = -1;                // MatMul, Apply: the vector multiplied
+  int op_node = -1;              // Apply, Trace: index into Program::op_nodes
   Expr expr;                     // Nonlin / Moment / Scalar: leaves are VarIds
+  SourceLoc loc;
+};
+
+// Linear operators (`operator NAME = ...`, `spectrum`, `tr(...)`): expression
+// trees over the program's matrices and diagonals, stored as nodes of one arena
+// (Program::op_nodes), children before parents. Shapes are checked and
+// symmetry proven when the program is read (src/ir/operators.cpp).
+enum class OpKind {
+  Matrix,    // an A-var, or its transpose
+  Diag,      // diag(entries): a coordinatewise expression of vectors (leaves VarIds)
+  Identity,  // I of size rows
+  Scale,     // factor * args[0]; factor is a scalar expression (leaves scalar VarIds)
+  Sum,       // args[0] + args[1] + ...
+  Product,   // args[0] @ args[1] @ ... (applied right to left); never nested
+  Inverse,   // inv(args[0]), args[0] square
+};
+
+struct OpNode {
+  OpKind kind = OpKind::Identity;
+  VarId matrix = -1;        // Matrix
+  bool transposed = false;  // Matrix
+  Expr entries;             // Diag: the diagonal; Scale: the factor
+  std::vector<int> args;    // Scale, Sum, Product, Inverse
+  Dim rows, cols;
+  bool symmetric = false;   // proven when built (X @ M @ X.T, sums, diag, I, inv of symmetric)
+};
+
+// A named operator or an eigenvalue law asked for by `spectrum`.
+struct OperatorRef {
+  std::string name;
+  int node = -1;
   SourceLoc loc;
 };
 
@@ -96,6 +131,9 @@ struct Program {
   std::vector<Instr> instrs;
   std::vector<Report> reports;
   std::vector<std::pair<std::string, Eigen::VectorXd>> inputs;  // name, value
+  std::vector<OpNode> op_nodes;        // operator expression trees (see OpKind)
+  std::vector<OperatorRef> operators;  // `operator NAME = ...`, for printing
+  std::vector<OperatorRef> spectra;    // `spectrum ...`, in program order
 
   const Matrix& matrix_of(VarId v) const;
   // Size of a dimension in units of n (ratio), or the finite size.

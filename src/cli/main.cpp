@@ -15,6 +15,7 @@
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
 #include "report.hpp"
+#include "spectrum.hpp"
 
 namespace {
 
@@ -209,6 +210,14 @@ int run_command(int argc, char** argv) {
   conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
   conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)")->check(kOutputFile);
 
+  Common spec_o;
+  RunFlags spec_f;
+  netsor::cli::SpectrumFlags spec_x;
+  auto* spec = app.add_subcommand("spectrum", "eigenvalue laws of the program's `spectrum` operators at one finite width");
+  add_common(spec, spec_o);
+  add_run_flags(spec, spec_f);
+  netsor::cli::add_spectrum_flags(spec, spec_x);
+
   int layers = 2;
   std::vector<double> abc_a, abc_b;
   double abc_c = 0;
@@ -305,6 +314,9 @@ int run_command(int argc, char** argv) {
       if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
       return kOk;
     }
+    if (spec->parsed())
+      return netsor::cli::spectrum_command(netsor::compile_file(spec_o.file, options_of(spec_o)), spec_o.file,
+                                           run_options(spec_f), spec_x, spec_o.json);
     if (abc->parsed()) {
       netsor::abc::Parametrization p;
       if (!preset.empty()) {

@@ -29,10 +29,18 @@
 #include <thread>
 #include <type_traits>
 
+#include "netsor/operators.hpp"
 #include "netsor/tape.hpp"
+#include "operator_engine.hpp"
 #include "random.hpp"
 
 namespace netsor::exec {
+
+std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
+  if (d.is_finite()) return d.finite;
+  return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
+}
+
 namespace {
 
 using ir::Op;
@@ -43,11 +51,6 @@ constexpr int kPanel = 512;  // columns generated at once for a streamed product
 constexpr int kThin = 16;    // at most this many vectors: the fused kernels
 constexpr int kTile = 256;   // rows of a tile of the fused kernels (a multiple of kNormalChunk)
 static_assert(kTile % kNormalChunk == 0);
-
-std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n) {
-  if (d.is_finite()) return d.finite;
-  return std::max<std::int64_t>(1, std::llround(p.widths[d.width].ratio * double(n)));
-}
 
 // The largest dimension: a vector of 2^31 doubles is already 16 GiB, and
 // converting a larger ratio * n to an integer can overflow.
@@ -99,9 +102,10 @@ struct Schedule {
   }
 };
 
-std::vector<VarId> operands(const ir::Instr& in) {
+std::vector<VarId> operands(const ir::Program& p, const ir::Instr& in) {
   if (in.op == Op::MatMul) return {in.arg};
   if (in.op == Op::Init || in.op == Op::Width) return {};
+  if (in.op == Op::Apply || in.op == Op::Trace) return operator_operands(p, in);
   return free_vars(in.expr);
 }
 
@@ -112,7 +116,7 @@ Schedule make_schedule(const ir::Program& p) {
   int top = 0;
   for (std::size_t i = 0; i < p.instrs.size(); ++i) {
     int lv = 0;
-    for (VarId v : operands(p.instrs[i]))
+    for (VarId v : operands(p, p.instrs[i]))
       if (p.vars[v].def >= 0) lv = std::max(lv, s.level_of[p.vars[v].def] + 1);
     s.level_of[i] = lv;
     top = std::max(top, lv);
@@ -121,7 +125,7 @@ Schedule make_schedule(const ir::Program& p) {
   for (std::size_t i = 0; i < p.instrs.size(); ++i) {
     const auto& in = p.instrs[i];
     int lv = s.level_of[i];
-    for (VarId v : operands(in)) s.last_use[v] = std::max(s.last_use[v], lv);
+    for (VarId v : operands(p, in)) s.last_use[v] = std::max(s.last_use[v], lv);
     auto& groups = s.levels[lv];
     Group* g = nullptr;
     if (in.op == Op::MatMul) {
@@ -140,6 +144,8 @@ Schedule make_schedule(const ir::Program& p) {
   for (const auto& groups : s.levels)
     for (const auto& g : groups)
       if (g.op == Op::MatMul) s.groups_using[g.matrix]++;
+  for (const auto& sp : p.spectra)  // what `spectrum` operators read lives to the end
+    for (VarId v : ir::op_leaves(p, sp.node)) s.last_use[v] = top + 1;  // past the last level: never released
   // Within a level: initial vectors, then products, then the rest in program order.
   for (auto& groups : s.levels)
     std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
@@ -208,10 +214,13 @@ double peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32
         // Eigen evaluates it in place).
         staging = std::max(staging, 2 * double(dim_size(p, p.vars[p.instrs[g.instrs[0]].out].rows, n)) *
                                         double(p.families[p.instrs[g.instrs[0]].family].members.size()) * 8);
+      } else if (g.op == Op::Apply || g.op == Op::Trace) {
+        // The operator's stored matrices and factors (src/exec/operators.cpp).
+        for (int i : g.instrs) staging = std::max(staging, double(operator_bytes(p, p.instrs[i].op_node, n)));
       } else if (g.op == Op::Nonlin || g.op == Op::Moment) {
         for (int i : g.instrs) {
           double len = 0;
-          for (VarId v : operands(p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
+          for (VarId v : operands(p, p.instrs[i])) len = std::max(len, vector_bytes(p, v, n));
           tape = std::max(tape, double(node_count(p.instrs[i].expr)) * len);
           if (g.op == Op::Moment) staging = std::max(staging, len);  // the array averaged
         }
@@ -355,10 +364,12 @@ class SeedRun {
           case Op::Width:
             for (int i : g.instrs) scal_[p_.instrs[i].out] = double(size({p_.instrs[i].member, 0}));
             break;
+          case Op::Apply: case Op::Trace: for (int i : g.instrs) operator_instr(p_.instrs[i]); break;
         }
       }
       release(lv);
     }
+    if (o_.on_operators && !p_.spectra.empty()) o_.on_operators(int(seed_), operators());
     // A scalar that is not a number (1/(s-s), sqrt'(0)) is an error, named
     // at the first one in program order, not a NaN in the table.
     for (const auto& in : p_.instrs)
@@ -393,6 +404,22 @@ class SeedRun {
   std::vector<Eigen::MatrixXf>& pool_of(std::vector<Eigen::MatrixXf>&) { return poolf_; }
   std::vector<Eigen::MatrixXd> family_;  // sampled members, until all are taken
   std::vector<std::size_t> taken_;
+  std::unique_ptr<OperatorEngine> ops_;  // operators over this seed's matrices and vectors
+
+  OperatorEngine& operators() {
+    if (!ops_)
+      ops_ = std::make_unique<OperatorEngine>(OperatorInputs{
+          &p_, o_.width, o_.seed, seed_, [this](VarId m) -> const Eigen::MatrixXd& { return matrix(m, matd_); },
+          [this](VarId v) -> const Eigen::ArrayXd& { return vec_[v]; }, [this](VarId v) { return scal_[v]; }});
+    return *ops_;
+  }
+
+  void operator_instr(const ir::Instr& in) {
+    OperatorEngine& ops = operators();
+    ops.set_location(in.loc);
+    if (in.op == Op::Trace) scal_[in.out] = ops.trace(in.op_node).value;
+    else vec_[in.out] = ops.apply(in.op_node, vec_[in.arg].matrix()).col(0).array();
+  }
 
   std::int64_t size(const ir::Dim& d) const { return dim_size(p_, d, o_.width); }
   // Stream keys hash the object's name (FNV-1a), so that editing one part of
@@ -596,7 +623,11 @@ RunResult run(const ir::Program& p, const Options& o) {
   res.width = o.width;
   res.seeds = o.seeds;
   check_dims(p, o.width);
-  const double peak = peak_of(p, s, o.width, o.float32);
+  double peak = peak_of(p, s, o.width, o.float32);
+  for (const auto& sp : p.spectra) {  // its matrices, and a dense form with its eigensolver's workspace
+    double d = double(dim_size(p, p.op_nodes[sp.node].rows, o.width));
+    peak += double(operator_bytes(p, sp.node, o.width)) + (d <= OperatorEngine::kDenseMax ? 3 * d * d * 8 : 0);
+  }
   res.peak_bytes = to_bytes(peak);
   std::size_t limit = o.memory_limit ? o.memory_limit : default_memory_limit();
   if (peak > double(limit)) {

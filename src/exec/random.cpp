@@ -114,4 +114,9 @@ void normals(std::uint64_t key, std::uint64_t col, std::int64_t row0, std::int64
   normals_impl(key, col, row0, count, out);
 }
 
+void rademacher(std::uint64_t key, std::uint64_t col, std::int64_t count, double* out) {
+  normals(key, col, 0, count, out);
+  for (std::int64_t i = 0; i < count; ++i) out[i] = out[i] < 0 ? -1.0 : 1.0;
+}
+
 }  // namespace netsor::exec

@@ -29,4 +29,8 @@ constexpr std::int64_t kNormalChunk = 16;
 void normals(std::uint64_t key, std::uint64_t col, std::int64_t row0, std::int64_t count, double* out);
 void normals(std::uint64_t key, std::uint64_t col, std::int64_t row0, std::int64_t count, float* out);
 
+// out[i] = +-1 with equal probability (Rademacher), i < count: the signs of the
+// key's normals in column col (trace and Lanczos probes).
+void rademacher(std::uint64_t key, std::uint64_t col, std::int64_t count, double* out);
+
 }  // namespace netsor::exec

@@ -1,5 +1,6 @@
 // Printing the IR: text for people (netsor print), JSON for tools (--json).
 #include "netsor/ir.hpp"
+#include "netsor/operators.hpp"
 
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,6 +26,8 @@ const char* op_name(Op o) {
     case Op::Moment: return "moment";
     case Op::Scalar: return "scalar";
     case Op::Width: return "width";
+    case Op::Apply: return "apply";
+    case Op::Trace: return "trace";
   }
   return "?";
 }
@@ -69,6 +72,8 @@ std::string instr_text(const Program& p, const Instr& in) {
     case Op::Moment: return "avg(" + to_string(in.expr, name) + ")";
     case Op::Scalar: return to_string(in.expr, name);
     case Op::Width: return "width " + p.widths.at(in.member).name;
+    case Op::Apply: return "(" + op_text(p, in.op_node) + ") @ " + name(in.arg);
+    case Op::Trace: return "tr(" + op_text(p, in.op_node) + ")";
   }
   return "";
 }
@@ -102,6 +107,9 @@ std::string to_text(const Program& p) {
       << "\n";
   }
   for (const auto& r : p.reports) o << "  report " << r.name << " = " << p.vars[r.var].name << "\n";
+  for (const auto& op : p.operators) o << "  operator " << op.name << " = " << op_text(p, op.node) << "\n";
+  for (const auto& s : p.spectra)
+    o << "  spectrum " << s.name << " = " << op_text(p, s.node) << " : " << shape_text(p, s.node) << "\n";
   return o.str();
 }
 
@@ -162,6 +170,12 @@ nlohmann::json to_json(const Program& p) {
   }
   j["reports"] = json::array();
   for (const auto& r : p.reports) j["reports"].push_back({{"name", r.name}, {"var", p.vars[r.var].name}});
+  for (const char* key : {"operators", "spectra"}) {
+    j[key] = json::array();
+    for (const auto& op : key[0] == 'o' ? p.operators : p.spectra)
+      j[key].push_back({{"name", op.name}, {"text", op_text(p, op.node)}, {"shape", shape_text(p, op.node)},
+                        {"symmetric", p.op_nodes[op.node].symmetric}});
+  }
   return j;
 }
 

@@ -85,6 +85,7 @@ class ZCalculus {
         case Op::Moment: compute_moment(in); break;
         case Op::Scalar: compute_scalar(in); break;
         case Op::Width: compute_width(in); break;
+        case Op::Apply: case Op::Trace: break;  // refused in compute()
       }
     }
     for (std::size_t f = 0; f < fam_.size(); ++f) {
@@ -916,6 +917,15 @@ class ZCalculus {
 }  // namespace
 
 Result compute(const ir::Program& p, const Options& o) {
+  for (const auto& in : p.instrs)  // the one place that refuses operator inverses and traces
+    if (in.op == ir::Op::Apply || in.op == ir::Op::Trace) {
+      Diagnostic d;
+      d.loc = in.loc;
+      d.message = "limits of inv/tr arrive with the free-probability back end";
+      d.hint = "`netsor run` and `netsor spectrum` measure them at finite width; products, sums and diag(...) "
+               "applied to vectors (S @ v) have limits now";
+      throw ProgramError(d);
+    }
   if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
   Result base = ZCalculus(p, o).run();
   if (base.numeric_rel_error < 1e-13) return base;  // closed forms and exact algebra only

@@ -17,6 +17,7 @@
 #include "NetsorLexer.h"
 #include "NetsorParser.h"
 #include "netsor/frontend.hpp"
+#include "netsor/operators.hpp"
 #include "source.hpp"
 
 namespace netsor {
@@ -185,12 +186,13 @@ std::unique_ptr<ParsedFile> parse_source(parse::SourceFile src) {
 
 // The type of an expression while lowering.
 struct Value {
-  enum Kind { Scalar, Vector, Matrix, Input, List } kind = Scalar;
+  enum Kind { Scalar, Vector, Matrix, Input, List, Operator } kind = Scalar;
   Expr expr;            // Scalar, Vector (leaves: VarIds); a constant Scalar is a number
   Dim dim;              // Vector: its size
   VarId var = -1;       // Matrix, Input
   bool transposed = false;
   std::vector<Value> items;  // List
+  int node = -1;             // Operator: index into Program::op_nodes
   antlr4::ParserRuleContext* ctx = nullptr;
 
   bool is_number(double* v = nullptr) const { return kind == Scalar && is_const(expr, v); }
@@ -285,12 +287,13 @@ class Lowerer {
     if (prev != defined_at_.end())
       fail_at(at, "redefinition of '" + name + "' (first defined at " + where(prev->second) + ")",
               "every name is assigned once; use an indexed name like " + name + "[t] for a sequence");
-    if (names_.count(name) || defs_.count(name) || widths_.count(name))
+    if (names_.count(name) || defs_.count(name) || widths_.count(name) || operators_.count(name))
       fail_at(at, "redefinition of '" + name + "'", "choose another name");
     for (const auto& s : scopes_)
       if (s.count(name)) fail_at(at, "'" + name + "' is a loop variable or parameter here", "choose another name");
     Fn f;
-    if (lookup_fn(name, f) || name == "avg" || name == "dot" || name == "len")
+    if (lookup_fn(name, f) || name == "avg" || name == "dot" || name == "len" || name == "diag" || name == "inv" ||
+        name == "tr" || name == "I")
       fail_at(at, "'" + name + "' is a built-in function", "choose another name");
   }
 
@@ -403,6 +406,8 @@ class Lowerer {
     if (auto* c = s->importStmt()) return import(c);
     if (auto* c = s->forStmt()) return for_loop(c);
     if (auto* c = s->assignStmt()) return assign(c);
+    if (auto* c = s->operatorDecl()) return operator_decl(c);
+    if (auto* c = s->spectrumStmt()) return spectrum_stmt(c);
   }
 
   void width_decl(NetsorParser::WidthDeclContext* c) {
@@ -718,8 +723,10 @@ class Lowerer {
     check_fresh(name, at);
     Value v = eval(c->expr());
     if (v.kind != Value::Scalar)
-      fail_at(c->expr(), "a report must be a scalar, not a " + kind_text(v),
-              v.kind == Value::Vector ? "report a moment of it: avg(...)" : "");
+      fail_at(c->expr(), "a report must be a scalar, not " + std::string(v.kind == Value::Operator ? "an " : "a ") + kind_text(v),
+              v.kind == Value::Vector     ? "report a moment of it: avg(...)"
+              : v.kind == Value::Operator ? "report its normalized trace tr(...) or a moment avg(v * (S @ v))"
+                                          : "");
     VarId id;
     if (v.expr->op == ExprOp::Var && !temps_.count(v.expr->var)) {
       id = v.expr->var;
@@ -822,6 +829,8 @@ class Lowerer {
       }
       case Value::Matrix:
         fail_at(c->expr(), "a matrix cannot be assigned", "use it directly where it is applied: W.T @ x");
+      case Value::Operator:
+        fail_at(c->expr(), "an operator cannot be assigned with '='", "declare it: operator " + name + " = ...");
       case Value::Input:
       case Value::List:
         fail_at(c->expr(), "a list is not a program variable", "declare a finite input with: input xi = [...]");
@@ -838,6 +847,7 @@ class Lowerer {
       case Value::Matrix: return "matrix";
       case Value::Input: return "input";
       case Value::List: return "list";
+      case Value::Operator: return "operator";
     }
     return "?";
   }
@@ -909,6 +919,9 @@ class Lowerer {
         fail_at(at, "input '" + prog_.vars[v.var].name + "' used inside a coordinatewise expression",
                 "an input enters through a matrix with a finite side: U[n, d] @ " + prog_.vars[v.var].name);
       case Value::List: fail_at(at, "a list is only allowed in input declarations and distribution arguments");
+      case Value::Operator:
+        fail_at(at, "an operator used inside a coordinatewise expression",
+                "apply it to a vector (S @ x) or take its normalized trace tr(S)");
     }
     return v;
   }
@@ -947,13 +960,16 @@ class Lowerer {
     if (auto* c = dynamic_cast<NetsorParser::CallExprContext*>(e)) return call_expr(c);
     if (auto* c = dynamic_cast<NetsorParser::TransposeExprContext*>(e)) {
       Value v = eval(c->expr());
+      if (v.kind == Value::Operator) return op_value(ir::op_transpose(prog_, v.node));
       if (v.kind != Value::Matrix)
-        fail_at(c, "only a matrix can be transposed; this is a " + kind_text(v));
+        fail_at(c, "only a matrix can be transposed (or an operator); this is a " + kind_text(v));
       v.transposed = !v.transposed;
       return v;
     }
     if (auto* c = dynamic_cast<NetsorParser::NegExprContext*>(e)) {
       Value v = eval(c->expr());
+      if (v.kind == Value::Operator || (v.kind == Value::Matrix && !prog_.vars[v.var].cols.is_finite()))
+        return op_value(ir::op_scale(prog_, constant(-1), node_of(v, c->expr())));
       operand(v, c->expr());
       v.expr = neg(v.expr);
       return v;
@@ -964,6 +980,7 @@ class Lowerer {
     }
     if (auto* c = dynamic_cast<NetsorParser::MulExprContext*>(e)) {
       Value a = eval(c->expr(0)), b = eval(c->expr(1));
+      if (operator_arith(a, b)) return op_arith(c->op->getText()[0], a, b, c);
       if (c->op->getText() == "*")
         return combine(a, b, c->expr(0), c->expr(1), [](Expr x, Expr y) { return mul(x, y); }, c);
       double d;
@@ -972,6 +989,7 @@ class Lowerer {
     }
     if (auto* c = dynamic_cast<NetsorParser::AddExprContext*>(e)) {
       Value a = eval(c->expr(0)), b = eval(c->expr(1));
+      if (operator_arith(a, b)) return op_arith(c->op->getText()[0], a, b, c);
       if (c->op->getText() == "+")
         return combine(a, b, c->expr(0), c->expr(1), [](Expr x, Expr y) { return add(x, y); }, c);
       return combine(a, b, c->expr(0), c->expr(1), [](Expr x, Expr y) { return sub(x, y); }, c);
@@ -1006,6 +1024,8 @@ class Lowerer {
       return v;
     }
     if (widths_.count(name)) return scalar(netsor::var(width_var(widths_[name], c)));
+    if (auto op = operators_.find(name); op != operators_.end()) return op_value(op->second);
+    if (name == "I") return op_value(ir::op_identity(prog_));
     if (defs_.count(name)) fail_at(c, "'" + name + "' is a def; call it: " + name + "(...)");
     std::string hint = "define it before this line";
     if (!c->expr().empty()) {
@@ -1060,6 +1080,10 @@ class Lowerer {
       VarId s = emit(in, "avg#" + std::to_string(++temp_counter_), VarKind::Scalar, {}, loc_of(c), true);
       return scalar(netsor::var(s));
     }
+    if ((name == "diag" || name == "inv" || name == "tr") && primes == 0) {
+      arity(1);
+      return operator_call(name, eval(args[0]), c);
+    }
     Fn f;
     if (lookup_fn(name, f)) {
       arity(1);
@@ -1075,7 +1099,7 @@ class Lowerer {
       if (names_.count(name) || consts_.count(name))
         fail_at(c->ID()->getSymbol(), "'" + name + "' is not a function");
       fail_at(c->ID()->getSymbol(), "unknown function '" + full + "'",
-              "built-ins: relu step abs sign tanh erf sigmoid gelu softplus sin cos exp log sqrt avg dot len; "
+              "built-ins: relu step abs sign tanh erf sigmoid gelu softplus sin cos exp log sqrt avg dot len diag inv tr; "
               "derivatives add a prime: tanh'(z); define others with def");
     }
     const Def& d = it->second;
@@ -1164,15 +1188,17 @@ class Lowerer {
 
   Value matmul(NetsorParser::MatmulExprContext* c) {
     Value m = eval(c->expr(0));
-    if (m.kind != Value::Matrix)
-      fail_at(c->expr(0), "the left side of @ must be a matrix; this is a " + kind_text(m),
+    if (m.kind != Value::Matrix && m.kind != Value::Operator)
+      fail_at(c->expr(0), "the left side of @ must be a matrix or an operator; this is a " + kind_text(m),
               m.kind == Value::Vector ? "scale a vector with *; @ applies a matrix: W @ x" : "");
     Value x = eval(c->expr(1));
+    if (is_operator(x)) {  // a product of operators
+      ir::OpError err;
+      return op_value(checked(ir::op_product(prog_, node_of(m, c->expr(0)), node_of(x, c->expr(1)), &err), err, c));
+    }
+    if (m.kind == Value::Operator) return apply_operator(m.node, x, c);
     const ir::Var& W = prog_.vars[m.var];
     const std::string wname = W.name + (m.transposed ? ".T" : "");
-    if (x.kind == Value::Matrix)
-      fail_at(c->expr(1), "the right side of @ is a matrix; a tensor program multiplies matrices by vectors only",
-              "apply one matrix at a time: W @ (V @ x)");
     Dim in = m.transposed ? W.rows : W.cols;
     Dim out = m.transposed ? W.cols : W.rows;
     if (x.kind == Value::Input) {
@@ -1198,11 +1224,19 @@ class Lowerer {
       fail_at(c, "shape mismatch: " + wname + " is " + prog_.dim_name(m.transposed ? W.cols : W.rows) + "x" +
                      prog_.dim_name(in) + " but the vector has size " + prog_.dim_name(x.dim),
               m.transposed ? "did you mean " + W.name + " @ ...?" : "did you mean " + W.name + ".T @ ...?");
-    VarId arg = as_var(x, c->expr(1));
+    return emit_matmul(m.var, m.transposed, x, c, c->expr(1));
+  }
+
+  Value emit_matmul(VarId m, bool transposed, const Value& x, antlr4::ParserRuleContext* c,
+                    antlr4::ParserRuleContext* arg_at) {
+    // Copies, not references: naming the argument may add variables.
+    const Dim out = transposed ? prog_.vars[m].cols : prog_.vars[m].rows;
+    const std::string wname = prog_.vars[m].name + (transposed ? ".T" : "");
+    VarId arg = as_var(x, arg_at);
     ir::Instr instr;
     instr.op = ir::Op::MatMul;
-    instr.matrix = m.var;
-    instr.transposed = m.transposed;
+    instr.matrix = m;
+    instr.transposed = transposed;
     instr.arg = arg;
     VarId y = emit(instr, wname + "@" + prog_.vars[arg].name, VarKind::G, out, loc_of(c), true);
     Value r;
@@ -1210,6 +1244,178 @@ class Lowerer {
     r.expr = netsor::var(y);
     r.dim = out;
     return r;
+  }
+
+  // ---- operators (include/netsor/operators.hpp)
+
+  std::map<std::string, int> operators_;  // named operators -> node
+
+  Value op_value(int node) {
+    Value v;
+    v.kind = Value::Operator;
+    v.node = node;
+    return v;
+  }
+  bool is_operator(const Value& v) const { return v.kind == Value::Operator || v.kind == Value::Matrix; }
+  // Operator arithmetic: +, -, * and / with an operator and no vector or list.
+  bool operator_arith(const Value& a, const Value& b) const {
+    return (is_operator(a) || is_operator(b)) && (is_operator(a) || a.kind == Value::Scalar) &&
+           (is_operator(b) || b.kind == Value::Scalar);
+  }
+  int checked(int node, const ir::OpError& err, antlr4::ParserRuleContext* at) {
+    if (node < 0) fail_at(at, err.message, err.hint);
+    return node;
+  }
+  // A matrix used as an operator becomes a node.
+  int node_of(const Value& v, antlr4::ParserRuleContext* at) {
+    if (v.kind == Value::Operator) return v.node;
+    if (v.kind != Value::Matrix)
+      fail_at(at, "expected an operator (a matrix, diag(...), I, or an expression of them); this is a " + kind_text(v));
+    const ir::Var& W = prog_.vars[v.var];
+    if (W.cols.is_finite())
+      fail_at(at, "'" + W.name + "' has a finite side (" + std::to_string(W.cols.finite) +
+                      " columns): it multiplies inputs, not vectors, so it is not an operator");
+    return ir::op_matrix(prog_, v.var, v.transposed);
+  }
+  int sized(int node, antlr4::ParserRuleContext* at) {
+    if (ir::unsized(prog_, node))
+      fail_at(at, "cannot tell the size of I here",
+              "use I in a sum or product with a sized operator, e.g. A.T @ A + lam * I");
+    return node;
+  }
+
+  Value op_arith(char op, const Value& a, const Value& b, antlr4::ParserRuleContext* c) {
+    ir::OpError err;
+    auto* ea = c->getRuleContext<NetsorParser::ExprContext>(0);
+    auto* eb = c->getRuleContext<NetsorParser::ExprContext>(1);
+    if (op == '+' || op == '-') {
+      if (!is_operator(a) || !is_operator(b))
+        fail_at(c, "an operator plus a scalar", "write a multiple of the identity: A + lam * I");
+      int rhs = node_of(b, eb);
+      if (op == '-') rhs = ir::op_scale(prog_, constant(-1), rhs);
+      return op_value(checked(ir::op_sum(prog_, node_of(a, ea), rhs, &err), err, c));
+    }
+    if (is_operator(a) && is_operator(b))
+      fail_at(c, "operators are multiplied with @, not " + std::string(1, op), "write A @ B");
+    if (op == '/' && !is_operator(b)) {
+      double d;
+      if (b.is_number(&d) && d == 0) fail_at(eb, "division by zero");
+      return op_value(ir::op_scale(prog_, div(constant(1), b.expr), node_of(a, ea)));
+    }
+    if (op == '/') fail_at(c, "division by an operator", "write inv(...) for an inverse: x * inv(A)");
+    return is_operator(a) ? op_value(ir::op_scale(prog_, b.expr, node_of(a, ea)))
+                          : op_value(ir::op_scale(prog_, a.expr, node_of(b, eb)));
+  }
+
+  Value operator_call(const std::string& name, const Value& v, NetsorParser::CallExprContext* c) {
+    auto* arg = c->expr(0);
+    if (name == "diag") {
+      if (v.kind != Value::Vector)
+        fail_at(arg, "diag(...) takes a coordinatewise expression of vectors; this is a " + kind_text(v),
+                v.kind == Value::Scalar ? "a multiple of the identity is written c * I"
+                                        : "diag(tanh'(h)) is the diagonal matrix of a vector's entries");
+      return op_value(ir::op_diag(prog_, v.expr, v.dim));
+    }
+    ir::OpError err;
+    int node = node_of(v, arg);
+    if (name == "inv") return op_value(checked(ir::op_inverse(prog_, node, &err), err, c));
+    node = sized(node, arg);
+    const ir::OpNode& n = prog_.op_nodes[node];
+    if (!(n.rows == n.cols))
+      fail_at(arg, "tr(...) of a non-square operator: " + ir::op_text(prog_, node) + " is " + ir::shape_text(prog_, node),
+              "the trace of X.T @ X is the sum of X's squared singular values");
+    ir::Instr in;
+    in.op = ir::Op::Trace;
+    in.op_node = node;
+    VarId s = emit(in, "tr#" + std::to_string(++temp_counter_), VarKind::Scalar, {}, loc_of(c), true);
+    return scalar(netsor::var(s));
+  }
+
+  // S @ x: matrices become MatMul, diagonals, identities, sums and scalings
+  // coordinatewise arithmetic, so the limit pass sees an ordinary program;
+  // only an inverse needs an instruction of its own (Op::Apply).
+  Value apply_operator(int node, Value x, NetsorParser::MatmulExprContext* c) {
+    if (x.kind != Value::Vector)
+      fail_at(c->expr(1), "an operator applies to a vector; this is a " + kind_text(x));
+    if (ir::unsized(prog_, node)) node = ir::op_sized(prog_, node, x.dim);
+    if (!(prog_.op_nodes[node].cols == x.dim))
+      fail_at(c, "shape mismatch: " + ir::op_text(prog_, node) + " is " + ir::shape_text(prog_, node) +
+                     " but the vector has size " + prog_.dim_name(x.dim),
+              "an operator with n columns applies to vectors of size n; a transpose (.T) may be missing");
+    return apply_node(node, x, c);
+  }
+
+  Value apply_node(int node, Value x, antlr4::ParserRuleContext* c) {
+    const ir::OpNode n = prog_.op_nodes[node];  // a copy: emitting may add nodes
+    switch (n.kind) {
+      case ir::OpKind::Matrix: return emit_matmul(n.matrix, n.transposed, x, c, c);
+      case ir::OpKind::Identity: return x;
+      case ir::OpKind::Diag: x.expr = mul(n.entries, x.expr); return x;
+      case ir::OpKind::Scale: {
+        Value r = apply_node(n.args[0], x, c);
+        r.expr = mul(n.entries, r.expr);
+        return r;
+      }
+      case ir::OpKind::Sum: {
+        x.expr = netsor::var(as_var(x, c));  // computed once, read by every term
+        Expr total = constant(0);
+        for (int t : n.args) total = add(total, apply_node(t, x, c).expr);
+        x.expr = total;
+        x.dim = n.rows;
+        return x;
+      }
+      case ir::OpKind::Product:
+        for (auto it = n.args.rbegin(); it != n.args.rend(); ++it) x = apply_node(*it, x, c);
+        return x;
+      case ir::OpKind::Inverse: {
+        ir::Instr in;
+        in.op = ir::Op::Apply;
+        in.op_node = node;
+        in.arg = as_var(x, c);
+        VarId y = emit(in, "inv@" + prog_.vars[in.arg].name, VarKind::H, n.rows, loc_of(c), true);
+        x.expr = netsor::var(y);
+        return x;
+      }
+    }
+    return x;
+  }
+
+  void operator_decl(NetsorParser::OperatorDeclContext* c) {
+    std::string name = target_name(c->target());
+    SourceLoc at = loc_of(c->target());
+    check_fresh(name, at);
+    if (consts_.count(name)) fail_at(at, "'" + name + "' is a constant");
+    int node = node_of(eval(c->expr()), c->expr());
+    operators_[name] = node;
+    prog_.operators.push_back({name, node, at});
+    defined_at_[name] = at;
+  }
+
+  void spectrum_stmt(NetsorParser::SpectrumStmtContext* c) {
+    int node = sized(node_of(eval(c->expr()), c->expr()), c->expr());
+    std::string text = ir::op_text(prog_, node);
+    const ir::OpNode& n = prog_.op_nodes[node];
+    if (!(n.rows == n.cols))
+      fail_at(c->expr(), "spectrum of a non-square operator: " + text + " is " + ir::shape_text(prog_, node),
+              "the squared singular values of X are the spectrum of X.T @ X");
+    std::string why = ir::why_not_symmetric(prog_, node);
+    if (!why.empty())
+      fail_at(c->expr(), "spectrum needs a symmetric operator, and '" + text + "' is not provably symmetric: " + why,
+              "symmetric forms: X @ X.T, X.T @ M @ X with M symmetric, diag(...), I, inv of a symmetric "
+              "operator, and sums of these; (W + W.T) / 2 symmetrizes a square matrix");
+    SourceLoc at = loc_of(c->expr());
+    std::string name = c->expr()->getText();
+    if (c->name) {
+      name = target_name(c->name);
+      at = loc_of(c->name);
+      check_fresh(name, at);
+      defined_at_[name] = at;
+    }
+    for (const auto& s : prog_.spectra)
+      if (s.name == name)
+        fail_at(at, "a second spectrum named '" + name + "' (first at " + where(s.loc) + ")",
+                "name it: spectrum ... as other_name");
+    prog_.spectra.push_back({name, node, at});
   }
 
   // U xi with U in R^{n x d}: an initial G-var, jointly Gaussian with every other

@@ -1,0 +1,149 @@
+// netsor spectrum (src/cli/spectrum.hpp).
+#include "spectrum.hpp"
+
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "report.hpp"
+
+namespace netsor::cli {
+
+void add_spectrum_flags(CLI::App* sub, SpectrumFlags& f) {
+  sub->add_option("--width", f.width, "the width n")
+      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
+      ->capture_default_str();
+  sub->add_option("--bins", f.bins, "histogram bins")->check(CLI::Range(1, 100000))->capture_default_str();
+  sub->add_option("--plot", f.plot, "write the histograms (density scale) as SVG");
+  sub->add_option("--csv", f.csv, "write the histograms as CSV");
+  sub->add_flag("--eigenvalues", f.eigenvalues, "with --json: every eigenvalue (or Lanczos node and weight)");
+  sub->add_option("--dense-max", f.dense_max, "largest operator diagonalized densely; beyond, Lanczos")
+      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 20))
+      ->capture_default_str();
+  sub->add_option("--lanczos-steps", f.lanczos_steps, "Lanczos steps per probe")
+      ->check(CLI::Range(2, 10000))
+      ->capture_default_str();
+  sub->add_option("--probes", f.lanczos_probes, "Lanczos start vectors per seed")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+}
+
+int spectrum_command(const ir::Program& p, const std::string& file, exec::Options run, const SpectrumFlags& f,
+                     bool json) {
+  for (const auto* path : {&f.plot, &f.csv})
+    if (!path->empty()) check_writable(*path);
+  exec::SpectrumOptions o;
+  o.run = std::move(run);
+  o.run.width = f.width;
+  o.bins = f.bins;
+  o.dense_max = f.dense_max;
+  o.lanczos_steps = f.lanczos_steps;
+  o.lanczos_probes = f.lanczos_probes;
+  o.keep_eigenvalues = f.eigenvalues;
+  auto r = exec::spectra(p, o);
+  if (json) std::cout << spectrum_json(r, f.eigenvalues).dump(2) << "\n";
+  else std::cout << spectrum_table(file, r);
+  std::cout.flush();
+  if (!f.csv.empty()) write_file(f.csv, spectrum_csv(r));
+  if (!f.plot.empty()) write_file(f.plot, spectrum_svg(r, file + ": width " + std::to_string(r.width)));
+  return 0;
+}
+
+std::string spectrum_table(const std::string& file, const exec::SpectrumResult& r) {
+  std::ostringstream o;
+  o << file << ": width " << r.width << ", " << r.seeds << " seed" << (r.seeds == 1 ? "" : "s") << "\n";
+  o << std::setprecision(8);
+  for (const auto& s : r.spectra) {
+    o << "spectrum " << s.name << "  (dim " << s.dim << ", " << s.method << ")\n";
+    o << "  moment  mean of (1/dim) Tr S^k    sem\n";
+    for (const auto& m : s.moments)
+      o << "  k = " << m.k << "   " << std::left << std::setw(24) << m.mean << std::right << "  "
+        << std::setprecision(3) << m.sem << std::setprecision(8) << "\n";
+    o << "  min " << s.min << "   max " << s.max << "   fraction near 0: " << s.near_zero << "\n";
+  }
+  return o.str();
+}
+
+nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues) {
+  using nlohmann::json;
+  json j{{"width", r.width}, {"seeds", r.seeds}, {"spectra", json::object()}};
+  for (const auto& s : r.spectra) {
+    json js{{"dim", s.dim}, {"method", s.method}, {"min", s.min}, {"max", s.max}, {"near_zero", s.near_zero}};
+    js["moments"] = json::array();
+    for (const auto& m : s.moments) js["moments"].push_back({{"k", m.k}, {"mean", m.mean}, {"sem", m.sem}});
+    js["histogram"] = {{"edges", s.edges}, {"density", s.density}};
+    if (eigenvalues) {
+      js["eigenvalues"] = s.values;
+      if (s.method != "dense") js["weights"] = s.weights;
+    }
+    j["spectra"][s.name] = js;
+  }
+  return j;
+}
+
+std::string spectrum_csv(const exec::SpectrumResult& r) {
+  std::ostringstream o;
+  o << std::setprecision(12) << "spectrum,bin_lo,bin_hi,density\n";
+  for (const auto& s : r.spectra)
+    for (std::size_t b = 0; b < s.density.size(); ++b)
+      o << '"' << s.name << "\"," << s.edges[b] << "," << s.edges[b + 1] << "," << s.density[b] << "\n";
+  return o.str();
+}
+
+namespace {
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else out += c;
+  }
+  return out;
+}
+
+// One panel: bars on the density scale, axes with their ranges.
+void svg_panel(std::ostringstream& o, const exec::SpectrumStats& s, double top, double W, double H) {
+  const double ml = 70, mr = 30, mt = 30, mb = 40;
+  double lo = s.edges.front(), hi = s.edges.back(), ymax = 0;
+  for (double d : s.density) ymax = std::max(ymax, d);
+  if (!(ymax > 0)) ymax = 1;
+  ymax *= 1.1;
+  auto X = [&](double x) { return ml + (x - lo) / (hi - lo) * (W - ml - mr); };
+  auto Y = [&](double y) { return top + H - mb - y / ymax * (H - mt - mb); };
+  o << "<text x=\"" << ml << "\" y=\"" << top + 20 << "\" font-size=\"14\">spectrum " << escape(s.name) << " (dim "
+    << s.dim << ", " << escape(s.method) << ")</text>\n";
+  o << "<rect x=\"" << ml << "\" y=\"" << top + mt << "\" width=\"" << W - ml - mr << "\" height=\"" << H - mt - mb
+    << "\" fill=\"none\" stroke=\"#444\"/>\n";
+  for (std::size_t b = 0; b < s.density.size(); ++b)
+    o << "<rect x=\"" << X(s.edges[b]) << "\" y=\"" << Y(s.density[b]) << "\" width=\""
+      << std::max(0.0, X(s.edges[b + 1]) - X(s.edges[b])) << "\" height=\"" << Y(0) - Y(s.density[b])
+      << "\" fill=\"#1f77b4\" fill-opacity=\"0.6\" stroke=\"#1f77b4\" stroke-width=\"0.5\"/>\n";
+  o << "<g class=\"limit\"></g>\n";  // the limit density goes here
+  for (double x : {lo, (lo + hi) / 2, hi})
+    o << "<text x=\"" << X(x) << "\" y=\"" << Y(0) + 16 << "\" text-anchor=\"middle\">" << std::setprecision(4) << x
+      << "</text>\n";
+  o << "<text x=\"" << ml - 6 << "\" y=\"" << Y(ymax / 1.1) + 4 << "\" text-anchor=\"end\">" << ymax / 1.1
+    << "</text>\n<text x=\"" << ml - 6 << "\" y=\"" << Y(0) + 4 << "\" text-anchor=\"end\">0</text>\n";
+  o << "<text transform=\"translate(16," << top + (mt + H - mb) / 2
+    << ") rotate(-90)\" text-anchor=\"middle\">density</text>\n";
+}
+
+}  // namespace
+
+std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title) {
+  const double W = 760, H = 320, head = 40;
+  std::ostringstream o;
+  double total = head + H * double(r.spectra.size());
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << total << "\" viewBox=\"0 0 "
+    << W << " " << total << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  o << "<text x=\"70\" y=\"26\" font-size=\"15\">" << escape(title) << ", " << r.seeds << " seeds</text>\n";
+  for (std::size_t k = 0; k < r.spectra.size(); ++k) svg_panel(o, r.spectra[k], head + H * double(k), W, H);
+  o << "</svg>\n";
+  return o.str();
+}
+
+}  // namespace netsor::cli

@@ -1,0 +1,33 @@
+// netsor spectrum: flags, and the results as a table, JSON, CSV and an SVG histogram.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "netsor/spectrum.hpp"
+
+namespace netsor::cli {
+
+struct SpectrumFlags {
+  std::int64_t width = 1024;
+  int bins = 60;
+  std::string plot, csv;
+  bool eigenvalues = false;
+  std::int64_t dense_max = 4096;
+  int lanczos_steps = 80, lanczos_probes = 8;
+};
+
+void add_spectrum_flags(CLI::App* sub, SpectrumFlags& f);
+// Runs the spectra and prints them; the exit status.
+int spectrum_command(const ir::Program& p, const std::string& file, exec::Options run, const SpectrumFlags& f,
+                     bool json);
+
+std::string spectrum_table(const std::string& file, const exec::SpectrumResult& r);
+nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues);
+std::string spectrum_csv(const exec::SpectrumResult& r);
+// One histogram per operator on the density scale, each with an empty
+// <g class="limit"> where a limit density can be drawn over it.
+std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title);
+
+}  // namespace netsor::cli

@@ -1,0 +1,78 @@
+// Operators at finite width (ir::OpNode trees): matrix-free application to
+// blocks of vectors, dense forms, inverses and normalized traces, over one
+// seed's matrices and vectors. Internal to src/exec.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "netsor/ir.hpp"
+
+namespace netsor::exec {
+
+// What an operator reads from one seed's run: the executor's own matrices
+// (so a seed gives the same numbers to reports and to spectra) and vectors.
+struct OperatorInputs {
+  const ir::Program* program = nullptr;
+  std::int64_t width = 0;
+  std::uint64_t base_seed = 0, seed_index = 0;
+  std::function<const Eigen::MatrixXd&(ir::VarId)> matrix;
+  std::function<const Eigen::ArrayXd&(ir::VarId)> vector;
+  std::function<double(ir::VarId)> scalar;
+};
+
+// The size of a dimension at base width n (executor.cpp).
+std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n);
+
+struct TraceEstimate {
+  double value = 0;
+  double sem = 0;  // of the Hutchinson estimate; 0 when exact
+  int probes = 0;  // 0: exact, from the diagonal
+};
+
+class OperatorEngine {
+ public:
+  // Widths up to this size form inverses and traces densely; beyond, conjugate
+  // gradients and Hutchinson probes.
+  static constexpr std::int64_t kDenseMax = 4096;
+  static constexpr int kProbes = 64;
+
+  explicit OperatorEngine(OperatorInputs in) : in_(std::move(in)) {}
+
+  std::int64_t rows(int node) const;
+  std::int64_t cols(int node) const;
+  // node @ X for a block X of cols(node) rows.
+  Eigen::MatrixXd apply(int node, const Eigen::MatrixXd& X);
+  // The operator as a dense matrix.
+  Eigen::MatrixXd dense(int node);
+  // (1/dim) Tr(node).
+  TraceEstimate trace(int node);
+  // Where errors (a singular inverse) are reported.
+  void set_location(const SourceLoc& at) { at_ = at; }
+  const ir::Program& program() const { return *in_.program; }
+  const OperatorInputs& inputs() const { return in_; }
+
+ private:
+  OperatorInputs in_;
+  SourceLoc at_;
+  std::map<int, Eigen::ArrayXd> diag_;  // evaluated diagonals
+  struct Factor;
+  std::map<int, std::shared_ptr<Factor>> factors_;  // dense factors of inverses
+
+  const Eigen::ArrayXd& diagonal(int node);
+  double factor(int node) const;
+  Eigen::MatrixXd solve(int node, const Eigen::MatrixXd& B);
+  Eigen::MatrixXd conjugate_gradients(int a, const Eigen::MatrixXd& B);
+  void check_residual(int a, const Eigen::MatrixXd& X, const Eigen::MatrixXd& B, const char* method);
+};
+
+// Bytes an operator's application needs beyond the program's own vectors: its
+// matrices, and a dense factor for each inverse at widths that form one.
+std::size_t operator_bytes(const ir::Program& p, int node, std::int64_t width);
+// The vector and scalar variables that operator instructions read.
+std::vector<ir::VarId> operator_operands(const ir::Program& p, const ir::Instr& in);
+
+}  // namespace netsor::exec

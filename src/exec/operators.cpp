@@ -1,0 +1,241 @@
+// Operators at finite width (src/exec/operator_engine.hpp).
+//
+// Products apply right to left to a block of columns, so no product of two
+// n x n matrices is formed unless a dense form is asked for. An inverse is
+// a dense Cholesky (symmetric) or LU factor up to kDenseMax, conjugate
+// gradients beyond; either way its residual is checked. A normalized trace is
+// exact (the diagonal, a panel of identity columns at a time) up to kDenseMax,
+// a Hutchinson estimate with Rademacher probes beyond.
+#include "operator_engine.hpp"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+#include "netsor/operators.hpp"
+#include "netsor/tape.hpp"
+#include "blas.hpp"
+#include "random.hpp"
+
+namespace netsor::exec {
+
+namespace {
+
+constexpr int kPanel = 256;
+constexpr int kBlasColumns = 16;        // blocks this wide multiply through BLAS             // identity columns per application when forming or tracing
+constexpr double kResidualTol = 1e-8;   // relative residual an inverse must reach
+constexpr std::uint64_t kProbeObject = 0x50524F4245ull;  // "PROBE": the Hutchinson probes' stream
+
+[[noreturn]] void fail(const SourceLoc& at, const std::string& msg, const std::string& hint) {
+  Diagnostic d;
+  d.loc = at;
+  d.message = msg;
+  d.hint = hint;
+  throw ProgramError(d);
+}
+
+}  // namespace
+
+struct OperatorEngine::Factor {
+  Eigen::LLT<Eigen::MatrixXd> llt;
+  Eigen::PartialPivLU<Eigen::MatrixXd> lu;
+  bool cholesky = false;
+  bool checked = false;  // its residual was checked
+};
+
+std::int64_t OperatorEngine::rows(int node) const {
+  return dim_size(*in_.program, in_.program->op_nodes[node].rows, in_.width);
+}
+std::int64_t OperatorEngine::cols(int node) const {
+  return dim_size(*in_.program, in_.program->op_nodes[node].cols, in_.width);
+}
+
+const Eigen::ArrayXd& OperatorEngine::diagonal(int node) {
+  auto it = diag_.find(node);
+  if (it != diag_.end()) return it->second;
+  const ir::Program& p = *in_.program;
+  // Scalars enter as their values; vectors through the tape, as in Nonlin.
+  Expr e = substitute(p.op_nodes[node].entries, [&](int id) -> Expr {
+    return p.vars[id].kind == ir::VarKind::Scalar ? constant(in_.scalar(id)) : var(id);
+  });
+  std::vector<int> ids = free_vars(e);
+  std::map<int, int> slot;
+  std::vector<const Eigen::ArrayXd*> args;
+  for (int id : ids) {
+    slot[id] = (int)args.size();
+    args.push_back(&in_.vector(id));
+  }
+  Tape t(e, [&](int id) { return slot.at(id); });
+  Eigen::ArrayXd d;
+  if (args.empty()) {
+    std::vector<double> work;
+    d = Eigen::ArrayXd::Constant(rows(node), t.eval(nullptr, work));
+  } else {
+    d = t.eval(args);
+  }
+  return diag_[node] = std::move(d);
+}
+
+double OperatorEngine::factor(int node) const {
+  return evaluate(in_.program->op_nodes[node].entries, [&](int id) { return in_.scalar(id); });
+}
+
+Eigen::MatrixXd OperatorEngine::apply(int node, const Eigen::MatrixXd& X) {
+  const ir::OpNode& n = in_.program->op_nodes[node];
+  switch (n.kind) {
+    case ir::OpKind::Matrix: {
+      const Eigen::MatrixXd& W = in_.matrix(n.matrix);
+      if (X.cols() >= kBlasColumns) return blas::gemm(W, n.transposed, X);
+      return n.transposed ? Eigen::MatrixXd(W.transpose() * X) : Eigen::MatrixXd(W * X);
+    }
+    case ir::OpKind::Diag: return diagonal(node).matrix().asDiagonal() * X;
+    case ir::OpKind::Identity: return X;
+    case ir::OpKind::Scale: return factor(node) * apply(n.args[0], X);
+    case ir::OpKind::Sum: {
+      Eigen::MatrixXd Y = apply(n.args[0], X);
+      for (std::size_t i = 1; i < n.args.size(); ++i) Y += apply(n.args[i], X);
+      return Y;
+    }
+    case ir::OpKind::Product: {
+      Eigen::MatrixXd Y = apply(n.args.back(), X);
+      for (std::size_t i = n.args.size() - 1; i-- > 0;) Y = apply(n.args[i], Y);
+      return Y;
+    }
+    case ir::OpKind::Inverse: return solve(node, X);
+  }
+  return X;
+}
+
+Eigen::MatrixXd OperatorEngine::dense(int node) {
+  const ir::OpNode& n = in_.program->op_nodes[node];
+  switch (n.kind) {
+    case ir::OpKind::Matrix: {
+      const Eigen::MatrixXd& W = in_.matrix(n.matrix);
+      return n.transposed ? Eigen::MatrixXd(W.transpose()) : W;
+    }
+    case ir::OpKind::Product: {
+      // The rightmost factor's dense form, then the others applied to it:
+      // one product fewer than applying the whole to the identity.
+      Eigen::MatrixXd Y = dense(n.args.back());
+      for (std::size_t i = n.args.size() - 1; i-- > 0;) Y = apply(n.args[i], Y);
+      return Y;
+    }
+    case ir::OpKind::Sum: {
+      Eigen::MatrixXd Y = dense(n.args[0]);
+      for (std::size_t i = 1; i < n.args.size(); ++i) Y += dense(n.args[i]);
+      return Y;
+    }
+    case ir::OpKind::Scale: return factor(node) * dense(n.args[0]);
+    default: return apply(node, Eigen::MatrixXd::Identity(rows(node), cols(node)));
+  }
+}
+
+Eigen::MatrixXd OperatorEngine::solve(int node, const Eigen::MatrixXd& B) {
+  const ir::Program& p = *in_.program;
+  int a = p.op_nodes[node].args[0];
+  if (rows(a) > kDenseMax) {
+    if (!p.op_nodes[a].symmetric)
+      fail(at_, "inv(" + ir::op_text(p, a) + ") at size " + std::to_string(rows(a)) +
+                    ": beyond " + std::to_string(kDenseMax) + " inverses use conjugate gradients, which need a "
+                    "symmetric operator",
+           "use a smaller width, or invert a symmetric form such as X.T @ X + lam * I");
+    return conjugate_gradients(a, B);
+  }
+  auto& f = factors_[node];
+  if (!f) {
+    f = std::make_shared<Factor>();
+    Eigen::MatrixXd A = dense(a);
+    if (p.op_nodes[a].symmetric) {
+      f->llt.compute(A);
+      f->cholesky = f->llt.info() == Eigen::Success;
+    }
+    if (!f->cholesky) f->lu.compute(A);
+  }
+  Eigen::MatrixXd X = f->cholesky ? Eigen::MatrixXd(f->llt.solve(B)) : Eigen::MatrixXd(f->lu.solve(B));
+  if (!f->checked) {  // a backward-stable factor: its first solve's residual vouches for the rest
+    Eigen::Index k = std::min<Eigen::Index>(B.cols(), 8);
+    check_residual(a, X.leftCols(k), B.leftCols(k), f->cholesky ? "Cholesky" : "LU");
+    f->checked = true;
+  }
+  return X;
+}
+
+// Block conjugate gradients, one independent recurrence per column.
+Eigen::MatrixXd OperatorEngine::conjugate_gradients(int a, const Eigen::MatrixXd& B) {
+  Eigen::MatrixXd X = Eigen::MatrixXd::Zero(B.rows(), B.cols());
+  Eigen::MatrixXd R = B, P = B;
+  Eigen::ArrayXd rr = R.colwise().squaredNorm().transpose().array();
+  const Eigen::ArrayXd target = kResidualTol * kResidualTol * 1e-2 * rr;
+  int max_iter = 4 * int(std::min<std::int64_t>(rows(a), 5000));
+  for (int it = 0; it < max_iter && (rr > target).any(); ++it) {
+    Eigen::MatrixXd AP = apply(a, P);
+    for (Eigen::Index j = 0; j < B.cols(); ++j) {
+      if (rr(j) <= target(j)) continue;
+      double pap = P.col(j).dot(AP.col(j));
+      if (!(pap > 0))
+        fail(at_, "inv(" + ir::op_text(*in_.program, a) + "): the operator is not positive definite (conjugate gradients broke down)",
+             "conjugate gradients invert symmetric positive definite operators; add a ridge: + lam * I");
+      double alpha = rr(j) / pap;
+      X.col(j) += alpha * P.col(j);
+      R.col(j) -= alpha * AP.col(j);
+      double next = R.col(j).squaredNorm();
+      P.col(j) = R.col(j) + (next / rr(j)) * P.col(j);
+      rr(j) = next;
+    }
+  }
+  check_residual(a, X, B, "conjugate gradients");
+  return X;
+}
+
+void OperatorEngine::check_residual(int a, const Eigen::MatrixXd& X, const Eigen::MatrixXd& B, const char* method) {
+  double res = (apply(a, X) - B).norm(), scale = B.norm();
+  if (std::isfinite(res) && res <= kResidualTol * std::max(scale, 1e-300)) return;
+  std::ostringstream m;
+  m << "inv(" << ir::op_text(*in_.program, a) << ") at width " << in_.width << " (seed " << in_.seed_index
+    << "): relative residual " << res / scale << " by " << method << " (the operator is singular or nearly so)";
+  fail(at_, m.str(), "add a ridge (+ lam * I) or check the operator's rank: X.T @ X is singular when X has fewer rows");
+}
+
+TraceEstimate OperatorEngine::trace(int node) {
+  const std::int64_t d = rows(node);
+  TraceEstimate t;
+  if (d <= kDenseMax) {
+    double sum = 0;
+    for (std::int64_t c0 = 0; c0 < d; c0 += kPanel) {
+      std::int64_t w = std::min<std::int64_t>(kPanel, d - c0);
+      Eigen::MatrixXd E = Eigen::MatrixXd::Zero(d, w);
+      for (std::int64_t j = 0; j < w; ++j) E(c0 + j, j) = 1;
+      Eigen::MatrixXd Y = apply(node, E);
+      for (std::int64_t j = 0; j < w; ++j) sum += Y(c0 + j, j);
+    }
+    t.value = sum / double(d);
+    return t;
+  }
+  // Hutchinson: z^T A z / d with Rademacher z is unbiased for (1/d) Tr A.
+  // Probes keyed by the seed and the operator: the same for any thread count.
+  Eigen::MatrixXd Z(d, kProbes);
+  const std::uint64_t key = stream_key(in_.base_seed, in_.seed_index, kProbeObject ^ std::uint64_t(node));
+  for (Eigen::Index j = 0; j < Z.cols(); ++j) rademacher(key, std::uint64_t(j), d, Z.col(j).data());
+  Eigen::ArrayXd q = (Z.array() * apply(node, Z).array()).colwise().sum().transpose() / double(d);
+  t.value = q.mean();
+  t.sem = std::sqrt((q - t.value).square().sum() / (kProbes - 1) / kProbes);
+  t.probes = kProbes;
+  return t;
+}
+
+std::size_t operator_bytes(const ir::Program& p, int node, std::int64_t width) {
+  std::size_t bytes = 0;
+  for (ir::VarId m : ir::op_matrices(p, node))
+    bytes += std::size_t(dim_size(p, p.vars[m].rows, width)) * std::size_t(dim_size(p, p.vars[m].cols, width)) * 8;
+  std::int64_t d = dim_size(p, p.op_nodes[node].rows, width);
+  if (ir::contains_inverse(p, node) && d <= OperatorEngine::kDenseMax) bytes += 3 * std::size_t(d * d) * 8;
+  return bytes + std::size_t(d) * (kPanel + OperatorEngine::kProbes) * 8 * 2;
+}
+
+std::vector<ir::VarId> operator_operands(const ir::Program& p, const ir::Instr& in) {
+  std::vector<ir::VarId> v = ir::op_leaves(p, in.op_node);
+  if (in.op == ir::Op::Apply) v.push_back(in.arg);
+  return v;
+}
+
+}  // namespace netsor::exec
