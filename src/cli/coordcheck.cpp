@@ -31,7 +31,7 @@ constexpr double kTolerance = 0.1;
 bool is_vector(const ir::Var& v) { return (v.kind == ir::VarKind::G || v.kind == ir::VarKind::H) && v.def >= 0; }
 
 // Appends a scalar defined by a new instruction; returns its id.
-ir::VarId add_scalar(ir::Program& q, const std::string& name, ir::Op op, Expr e, const SourceLoc& loc) {
+ir::VarId add_scalar(ir::Program& q, const std::string& name, ir::Op op, Expr e, SourceLoc loc) {
   ir::Var v;
   v.name = name;
   v.kind = ir::VarKind::Scalar;
@@ -58,11 +58,12 @@ ir::Program with_moments(const ir::Program& q, std::size_t prefix, const std::ve
   r.reports.clear();
   for (ir::VarId x : vectors) {
     if (r.vars[x].def < 0) continue;
-    const auto& loc = r.vars[x].loc;
-    ir::VarId s = add_scalar(r, "rms2(" + r.vars[x].name + ")", ir::Op::Moment, mul(var(x), var(x)), loc);
+    const SourceLoc loc = r.vars[x].loc;  // a copy: add_scalar grows r.vars
+    const std::string name = r.vars[x].name;
+    ir::VarId s = add_scalar(r, "rms2(" + name + ")", ir::Op::Moment, mul(var(x), var(x)), loc);
     r.reports.push_back({r.vars[s].name, s, loc});
     if (!abs) continue;
-    ir::VarId a = add_scalar(r, "abs(" + r.vars[x].name + ")", ir::Op::Moment, call(Fn::Abs, var(x)), loc);
+    ir::VarId a = add_scalar(r, "abs(" + name + ")", ir::Op::Moment, call(Fn::Abs, var(x)), loc);
     r.reports.push_back({r.vars[a].name, a, loc});
   }
   return r;

@@ -133,9 +133,8 @@ std::string coordcheck_svg(const CoordResult& r, const std::string& title) {
     << kLeft + kPlotW + 30 + kLegendW << "' height='" << y << "' font-family='sans-serif' font-size='11'>\n";
   o << "<rect width='100%' height='100%' fill='white'/>\n";
   o << "<text x='10' y='20' font-size='14' font-weight='bold'>" << escape(title) << ": coordinate size vs width</text>\n";
-  o << "<text x='10' y='36'>" << r.seeds << " seeds per width; dashed: the slope the order analysis predicts; "
-    << "legend: vector, fitted exponent (predicted), DISAGREE beyond " << num(r.tolerance, 2)
-    << " + 3 standard errors</text>\n";
+  o << "<text x='10' y='36'>" << r.seeds << " seeds per width; dashed: predicted slope; legend: fitted exponent "
+    << "(predicted), DISAGREE beyond " << num(r.tolerance, 2) << " + 3 s.e.</text>\n";
   for (std::size_t p = 0; p < panels.size(); ++p) {
     Axes a{lx0, lx1, lo, hi, kLeft, tops[p] + 20};
     frame(o, a, r, panels[p]);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "../cli/coordcheck.hpp"
 #include "../cli/report.hpp"
 #include "netsor/abc.hpp"
 #include "netsor/converge.hpp"
@@ -107,6 +108,24 @@ py::object derive_of(const Program& p, const std::string& format) {
   auto r = off_the_gil([&] { return limit::compute(p.ir); });
   if (format == "dict") return from_json(cli::derive_json(p.ir, r));
   return py::str(cli::derive_text(p.ir, r, format == "latex"));
+}
+
+// netsor coordcheck --json as a dict, with the plot's SVG text under "svg".
+py::object coordcheck_of(const Program& p, const std::vector<std::int64_t>& widths, int seeds, std::uint64_t seed,
+                         const std::vector<std::string>& only, int step_index) {
+  if (widths.size() < 2) throw py::value_error("give at least two widths to fit an exponent");
+  if (seeds < 1) throw py::value_error("seeds must be at least 1");
+  cli::CoordOptions o;
+  o.widths = widths;
+  std::sort(o.widths.begin(), o.widths.end());
+  o.seeds = seeds;
+  o.seed = seed;
+  o.only = only;
+  o.step_index = step_index;
+  auto r = off_the_gil([&] { return cli::coordcheck(p.ir, o); });
+  auto j = cli::coordcheck_json(r);
+  j["svg"] = cli::coordcheck_svg(r, p.name);
+  return from_json(j);
 }
 
 py::object abc_of(const std::string& preset, int layers, std::optional<double> c) {
@@ -254,6 +273,10 @@ PYBIND11_MODULE(_netsor, m) {
            py::arg("more_seeds_when_small") = true, "run at each width beside the limit: a Convergence")
       .def("derive", &derive_of, py::arg("format") = "dict",
            "the derived theory (families, each Z, scalar limits) as a dict, or 'text' / 'latex'")
+      .def("coordcheck", &coordcheck_of, py::arg("widths") = std::vector<std::int64_t>{256, 512, 1024, 2048},
+           py::arg("seeds") = 4, py::arg("seed") = 0, py::arg("only") = std::vector<std::string>{},
+           py::arg("step_index") = 0,
+           "netsor coordcheck: each vector's rms over widths, fitted and predicted exponents (a dict; 'svg': the plot)")
       .def("ir", [](const Program& p) { return from_json(ir::to_json(p.ir)); }, "the lowered IR (netsor print --json)")
       .def("__repr__", [](const Program& p) {
         return "Program('" + p.name + "', " + std::to_string(p.ir.vars.size()) + " variables, " +

@@ -164,3 +164,21 @@ def test_long_calls_release_the_gil():
     gaps = np.diff([start] + ticks)
     assert took > 0.2, "the run is too short to show anything"
     assert gaps.max() < 0.1, "the main thread stalled for %.3f s of %.3f s" % (gaps.max(), took)
+
+
+def test_coordcheck_of_sp_unstable():
+    # SP, one step: the second layer's update grows like n^{1/2} (n * n^{-1/2}),
+    # the backward vectors are n^{-1/2}, the forward ones flat.
+    p = netsor.Program.from_file(os.path.join(ROOT, "programs", "sp_unstable.tp"))
+    c = p.coordcheck(widths=[256, 512, 1024, 2048], seeds=16, only=["h", "dh"], step_index=2)
+    got = {v["name"]: v for v in c["vectors"]}
+    assert set(got) == {"h[1][0][1]", "h[2][0][1]", "dh[2][0][1]", "dh[1][0][1]", "h[1][1][1]", "h[2][1][1]"}
+    expected = {"h[1][0][1]": 0, "h[2][0][1]": 0, "dh[2][0][1]": -0.5, "dh[1][0][1]": -0.5, "h[1][1][1]": 0, "h[2][1][1]": 0.5}
+    for name, k in expected.items():
+        v = got[name]
+        assert v["predicted"] == k
+        assert v["fitted_se"] < 0.1
+        assert abs(v["fitted"] - k) <= 0.1 + 3 * v["fitted_se"], v
+        assert not v["disagree"]
+    assert got["h[2][1][1]"]["panel"] == "step 1"
+    assert c["svg"].startswith("<?xml") and "step 1" in c["svg"]
