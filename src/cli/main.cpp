@@ -14,6 +14,7 @@
 #include "netsor/converge.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
+#include "coordcheck.hpp"
 #include "report.hpp"
 #include "spectrum.hpp"
 
@@ -234,6 +235,10 @@ int run_command(int argc, char** argv) {
   opt_a->excludes("--preset");
   opt_b->excludes("--preset");
 
+  Common coord_o;
+  netsor::cli::CoordCommand coord_c;
+  add_common(netsor::cli::add_coordcheck(app, coord_c), coord_o);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -345,6 +350,11 @@ int run_command(int argc, char** argv) {
         std::cout << netsor::cli::abc_text(p, v);
         if (verify) std::cout << netsor::cli::abc_verify_text(p, v, verify_progress());
       }
+      return kOk;
+    }
+    if (coord_c.sub->parsed()) {
+      auto prog = netsor::compile_file(coord_o.file, options_of(coord_o));
+      netsor::cli::run_coordcheck(coord_c, coord_o.file, coord_o.json, prog);
       return kOk;
     }
     if (print->parsed()) {
