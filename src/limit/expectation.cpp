@@ -7,8 +7,9 @@
 #include <random>
 #include <set>
 #include <sstream>
-#include <unordered_map>
+#include <optional>
 
+#include "netsor/expr_walk.hpp"
 #include "netsor/limit.hpp"
 #include "netsor/quadrature.hpp"
 #include "netsor/tape.hpp"
@@ -22,8 +23,9 @@ constexpr double kPi = boost::math::constants::pi<double>();
 
 // ------------------------------------------------------------ affine analysis
 
-// Memoised over the DAG: an expression is affine in the leaves if it is built
-// from leaves and constants by +, -, scaling and division by constants.
+// An expression is affine in the leaves if it is built from leaves and
+// constants by +, -, scaling and division by constants: its coefficients over
+// the local leaf indices, node by node (memoised over the DAG by the walker).
 struct Affine {
   bool ok = false;
   VectorXd c;  // coefficients over the local leaf indices
@@ -31,67 +33,54 @@ struct Affine {
   bool is_const() const { return ok && c.isZero(0.0); }
 };
 
-class AffineMemo {
- public:
-  AffineMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
-  const Affine& get(const Expr& e) {
-    auto it = memo_.find(e.get());
-    if (it != memo_.end()) return it->second;
-    Affine r;
-    r.c = VectorXd::Zero(k_);
-    switch (e->op) {
-      case ExprOp::Const: r.ok = true; r.off = e->value; break;
-      case ExprOp::Var: r.ok = true; r.c(local_.at(e->var)) = 1; break;
-      case ExprOp::Add: case ExprOp::Sub: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok) {
-          double s = e->op == ExprOp::Add ? 1 : -1;
-          r = {true, a.c + s * b.c, a.off + s * b.off};
-        }
-        break;
-      }
-      case ExprOp::Neg: {
-        const Affine& a = get(e->a);
-        if (a.ok) r = {true, -a.c, -a.off};
-        break;
-      }
-      case ExprOp::Mul: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && a.is_const()) r = {true, a.off * b.c, a.off * b.off};
-        else if (a.ok && b.ok && b.is_const()) r = {true, b.off * a.c, b.off * a.off};
-        break;
-      }
-      case ExprOp::Div: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && b.is_const() && b.off != 0) r = {true, a.c / b.off, a.off / b.off};
-        break;
-      }
-      case ExprOp::Pow: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && b.is_const()) {
-          if (b.off == 1) r = a;
-          else if (a.is_const()) r = {true, VectorXd::Zero(k_), std::pow(a.off, b.off)};
-        }
-        break;
-      }
-      case ExprOp::Call: {
-        const Affine& a = get(e->a);
-        if (a.is_const()) r = {true, VectorXd::Zero(k_), apply_fn(e->fn, a.off)};
-        break;
-      }
-    }
-    return memo_.emplace(e.get(), std::move(r)).first->second;
+struct AffineRules {
+  const std::map<int, int>& local;
+  int k;
+  Affine none() const { return {false, VectorXd::Zero(k), 0.0}; }
+  Affine constant(const Expr& e) { return {true, VectorXd::Zero(k), e->value}; }
+  Affine variable(const Expr& e) {
+    Affine r{true, VectorXd::Zero(k), 0.0};
+    r.c(local.at(e->var)) = 1;
+    return r;
   }
+  Affine add(const Expr&, const Affine& a, const Affine& b) { return sum(a, b, 1); }
+  Affine sub(const Expr&, const Affine& a, const Affine& b) { return sum(a, b, -1); }
+  Affine sum(const Affine& a, const Affine& b, double s) const {
+    return a.ok && b.ok ? Affine{true, a.c + s * b.c, a.off + s * b.off} : none();
+  }
+  Affine neg(const Expr&, const Affine& a) { return a.ok ? Affine{true, -a.c, -a.off} : none(); }
+  Affine mul(const Expr&, const Affine& a, const Affine& b) {
+    if (a.ok && b.ok && a.is_const()) return {true, a.off * b.c, a.off * b.off};
+    if (a.ok && b.ok && b.is_const()) return {true, b.off * a.c, b.off * a.off};
+    return none();
+  }
+  Affine div(const Expr&, const Affine& a, const Affine& b) {
+    if (a.ok && b.ok && b.is_const() && b.off != 0) return {true, a.c / b.off, a.off / b.off};
+    return none();
+  }
+  Affine pow(const Expr&, const Affine& a, const Affine& b) {
+    if (!a.ok || !b.ok || !b.is_const()) return none();
+    if (b.off == 1) return a;
+    if (a.is_const()) return {true, VectorXd::Zero(k), std::pow(a.off, b.off)};
+    return none();
+  }
+  Affine call(const Expr& e, const Affine& a) {
+    return a.is_const() ? Affine{true, VectorXd::Zero(k), apply_fn(e->fn, a.off)} : none();
+  }
+};
+
+// Rules over the local leaf indices, whose memo serves every later question.
+template <class T, class Rules>
+class LocalMemo {
+ public:
+  explicit LocalMemo(const std::map<int, int>& local) : rules_{local, (int)local.size()}, fold_(rules_) {}
+  const T& get(const Expr& e) { return fold_(e); }
 
  private:
-  const std::map<int, int>& local_;
-  int k_;
-  std::unordered_map<const ExprNode*, Affine> memo_;
+  Rules rules_;
+  Fold<T, Rules> fold_;
 };
+using AffineMemo = LocalMemo<Affine, AffineRules>;
 
 // ------------------------------------------------------------ quadratics
 
@@ -104,21 +93,11 @@ struct Quadratic {
   MatrixXd Q;
 };
 
-class QuadMemo {
- public:
-  QuadMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
-  const Quadratic& get(const Expr& e) {
-    auto it = memo_.find(e.get());
-    if (it != memo_.end()) return it->second;
-    Quadratic r = compute(e);
-    return memo_.emplace(e.get(), std::move(r)).first->second;
-  }
-
- private:
-  Quadratic konst(double v) {
-    return {true, 0, v, VectorXd::Zero(k_), MatrixXd::Zero(k_, k_)};
-  }
-  Quadratic product(const Quadratic& a, const Quadratic& b) {
+struct QuadRules {
+  const std::map<int, int>& local;
+  int k;
+  Quadratic konst(double v) const { return {true, 0, v, VectorXd::Zero(k), MatrixXd::Zero(k, k)}; }
+  static Quadratic product(const Quadratic& a, const Quadratic& b) {
     if (!a.ok || !b.ok || a.deg + b.deg > 2) return {};
     Quadratic r;
     r.ok = true;
@@ -129,55 +108,42 @@ class QuadMemo {
     r.Q = a.c * b.Q + b.c * a.Q + 0.5 * (outer + outer.transpose());
     return r;
   }
-  Quadratic compute(const Expr& e) {
-    switch (e->op) {
-      case ExprOp::Const: return konst(e->value);
-      case ExprOp::Var: {
-        Quadratic r = konst(0);
-        r.deg = 1;
-        r.b(local_.at(e->var)) = 1;
-        return r;
-      }
-      case ExprOp::Add: case ExprOp::Sub: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& b = get(e->b);
-        if (!a.ok || !b.ok) return {};
-        double s = e->op == ExprOp::Add ? 1 : -1;
-        return {true, std::max(a.deg, b.deg), a.c + s * b.c, a.b + s * b.b, a.Q + s * b.Q};
-      }
-      case ExprOp::Neg: {
-        const Quadratic& a = get(e->a);
-        if (!a.ok) return {};
-        return {true, a.deg, -a.c, -a.b, -a.Q};
-      }
-      case ExprOp::Mul: return product(get(e->a), get(e->b));
-      case ExprOp::Div: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& b = get(e->b);
-        if (!a.ok || !b.ok || b.deg != 0 || b.c == 0) return {};
-        return {true, a.deg, a.c / b.c, a.b / b.c, a.Q / b.c};
-      }
-      case ExprOp::Pow: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& p = get(e->b);
-        if (!a.ok || !p.ok || p.deg != 0) return {};
-        if (a.deg == 0) return konst(std::pow(a.c, p.c));
-        if (p.c == 1) return a;
-        if (p.c == 2) return product(a, a);
-        return {};
-      }
-      case ExprOp::Call: {
-        const Quadratic& a = get(e->a);
-        if (a.ok && a.deg == 0) return konst(apply_fn(e->fn, a.c));
-        return {};
-      }
-    }
+  static Quadratic sum(const Quadratic& a, const Quadratic& b, double s) {
+    if (!a.ok || !b.ok) return {};
+    return {true, std::max(a.deg, b.deg), a.c + s * b.c, a.b + s * b.b, a.Q + s * b.Q};
+  }
+  Quadratic constant(const Expr& e) { return konst(e->value); }
+  Quadratic variable(const Expr& e) {
+    Quadratic r = konst(0);
+    r.deg = 1;
+    r.b(local.at(e->var)) = 1;
+    return r;
+  }
+  Quadratic add(const Expr&, const Quadratic& a, const Quadratic& b) { return sum(a, b, 1); }
+  Quadratic sub(const Expr&, const Quadratic& a, const Quadratic& b) { return sum(a, b, -1); }
+  Quadratic neg(const Expr&, const Quadratic& a) {
+    if (!a.ok) return {};
+    return {true, a.deg, -a.c, -a.b, -a.Q};
+  }
+  Quadratic mul(const Expr&, const Quadratic& a, const Quadratic& b) { return product(a, b); }
+  Quadratic div(const Expr&, const Quadratic& a, const Quadratic& b) {
+    if (!a.ok || !b.ok || b.deg != 0 || b.c == 0) return {};
+    return {true, a.deg, a.c / b.c, a.b / b.c, a.Q / b.c};
+  }
+  Quadratic pow(const Expr&, const Quadratic& a, const Quadratic& p) {
+    if (!a.ok || !p.ok || p.deg != 0) return {};
+    if (a.deg == 0) return konst(std::pow(a.c, p.c));
+    if (p.c == 1) return a;
+    if (p.c == 2) return product(a, a);
     return {};
   }
-  const std::map<int, int>& local_;
-  int k_;
-  std::unordered_map<const ExprNode*, Quadratic> memo_;
+  Quadratic call(const Expr& e, const Quadratic& a) {
+    if (a.ok && a.deg == 0) return konst(apply_fn(e->fn, a.c));
+    return {};
+  }
 };
+
+using QuadMemo = LocalMemo<Quadratic, QuadRules>;
 
 // ------------------------------------------------------------ closed forms
 
@@ -403,43 +369,30 @@ class Engine {
     return true;
   }
 
+  // g rebuilt over its atoms, the maximal affine subexpressions of g: each
+  // becomes a leaf numbered in order of discovery (operands right to left, the
+  // order the recursive rebuild had, which fixes the integration coordinates).
+  struct Atoms : Rebuild {
+    static constexpr bool kRightToLeft = true;
+    AffineMemo& aff;
+    std::vector<const Affine*>& atoms;
+    Atoms(AffineMemo& a, std::vector<const Affine*>& at) : aff(a), atoms(at) {}
+    std::optional<Expr> stop(const Expr& e) {
+      const Affine& a = aff.get(e);
+      if (!a.ok) return std::nullopt;
+      if (a.is_const()) return netsor::constant(a.off);
+      for (std::size_t i = 0; i < atoms.size(); ++i)
+        if (atoms[i]->off == a.off && atoms[i]->c == a.c) return var((int)i);
+      atoms.push_back(&a);
+      return var((int)atoms.size() - 1);
+    }
+  };
+
   Term numeric(const Expr& g) {
-    // Atoms: the maximal affine subexpressions of g; g is a function of them.
     AffineMemo aff(local_);
     std::vector<const Affine*> atoms;
-    std::unordered_map<const ExprNode*, Expr> memo;
-    std::function<Expr(const Expr&)> rebuild = [&](const Expr& e) -> Expr {
-      auto it = memo.find(e.get());
-      if (it != memo.end()) return it->second;
-      Expr r;
-      const Affine& a = aff.get(e);
-      if (a.ok && a.is_const()) {
-        r = constant(a.off);
-      } else if (a.ok) {
-        int id = -1;
-        for (std::size_t i = 0; i < atoms.size(); ++i)
-          if (atoms[i]->off == a.off && atoms[i]->c == a.c) id = (int)i;
-        if (id < 0) {
-          atoms.push_back(&a);
-          id = (int)atoms.size() - 1;
-        }
-        r = var(id);
-      } else {
-        switch (e->op) {
-          case ExprOp::Add: r = add(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Sub: r = sub(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Mul: r = mul(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Div: r = div(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Neg: r = neg(rebuild(e->a)); break;
-          case ExprOp::Pow: r = pow(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Call: r = call(e->fn, rebuild(e->a)); break;
-          default: r = e; break;
-        }
-      }
-      memo.emplace(e.get(), r);
-      return r;
-    };
-    Expr F = rebuild(g);
+    Atoms rules{aff, atoms};
+    Expr F = fold<Expr>(g, rules);
     int m = (int)atoms.size();
     if (m == 0) return {evaluate(F, [](int) { return 0.0; }), 0.0, "exact (deterministic)"};
     MatrixXd C(k_, m);
