@@ -32,6 +32,7 @@
 #include <optional>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -223,22 +224,28 @@ struct Rebuild {
   Expr call(const Expr& e, const Expr& a) { return netsor::call(e->fn, a); }
 };
 
-// Every distinct node of e once, operands before the node that uses them.
+// Every distinct node of e once, each before its operands; stops at the
+// first node where pred is true (and says whether there was one).
+template <class Pred>
+bool any_node(const Expr& e, Pred&& pred) {
+  std::vector<const Expr*> stack{&e};
+  std::unordered_set<const ExprNode*> seen;
+  while (!stack.empty()) {
+    const Expr& x = *stack.back();
+    stack.pop_back();
+    if (!seen.insert(x.get()).second) continue;
+    if (pred(x)) return true;
+    int k = arity(x->op);
+    if (k == 2) stack.push_back(&x->b);
+    if (k >= 1) stack.push_back(&x->a);
+  }
+  return false;
+}
+
+// Every distinct node of e once.
 template <class F>
 void for_each_node(const Expr& e, F&& f) {
-  struct Visit {
-    F& f;
-    bool constant(const Expr& x) { return f(x), true; }
-    bool variable(const Expr& x) { return f(x), true; }
-    bool add(const Expr& x, bool, bool) { return f(x), true; }
-    bool sub(const Expr& x, bool, bool) { return f(x), true; }
-    bool mul(const Expr& x, bool, bool) { return f(x), true; }
-    bool div(const Expr& x, bool, bool) { return f(x), true; }
-    bool neg(const Expr& x, bool) { return f(x), true; }
-    bool pow(const Expr& x, bool, bool) { return f(x), true; }
-    bool call(const Expr& x, bool) { return f(x), true; }
-  } v{f};
-  fold<bool>(e, v);
+  any_node(e, [&](const Expr& x) { return f(x), false; });
 }
 
 }  // namespace netsor
