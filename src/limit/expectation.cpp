@@ -152,24 +152,65 @@ struct Factor {
   Expr arg;
 };
 
-// t = c * f1(A1) [* f2(A2)] with f in {relu, step, erf} and A affine?
-bool as_call_product(const Expr& t, double& c, std::vector<Factor>& fs) {
-  double v;
-  switch (t->op) {
-    case ExprOp::Mul: return as_call_product(t->a, c, fs) && as_call_product(t->b, c, fs);
-    case ExprOp::Const: c *= t->value; return true;
-    case ExprOp::Call:
-      if (t->fn != Fn::Relu && t->fn != Fn::Step && t->fn != Fn::Erf) return false;
-      fs.push_back({t->fn, t->a});
-      return true;
-    case ExprOp::Pow:
-      if (is_const(t->b, &v) && v == 2 && t->a->op == ExprOp::Call) {
-        return as_call_product(t->a, c, fs) && as_call_product(t->a, c, fs);
-      }
-      return false;
-    default: return false;
+// t = c * f1(A1) [* f2(A2)] with f in {relu, step, erf} and A affine? Only
+// products, constants, and calls and their squares are looked into; the
+// constants are kept in the order met and multiplied left to right.
+struct CallProduct {
+  bool ok = false;
+  std::vector<double> consts;
+  std::vector<Factor> fs;
+};
+struct CallProducts {
+  static CallProduct fail() { return {}; }
+  std::optional<CallProduct> stop(const Expr& t) {
+    double v;
+    if (t->op == ExprOp::Mul || t->op == ExprOp::Const) return std::nullopt;
+    if (t->op == ExprOp::Pow && is_const(t->b, &v) && v == 2 && t->a->op == ExprOp::Call) return std::nullopt;
+    if (t->op != ExprOp::Call || (t->fn != Fn::Relu && t->fn != Fn::Step && t->fn != Fn::Erf)) return fail();
+    return CallProduct{true, {}, {{t->fn, t->a}}};
   }
+  CallProduct constant(const Expr& t) { return {true, {t->value}, {}}; }
+  CallProduct mul(const Expr&, CallProduct a, const CallProduct& b) {
+    if (!a.ok || !b.ok) return fail();
+    a.consts.insert(a.consts.end(), b.consts.begin(), b.consts.end());
+    a.fs.insert(a.fs.end(), b.fs.begin(), b.fs.end());
+    return a;
+  }
+  CallProduct pow(const Expr& t, const CallProduct& a, const CallProduct&) { return mul(t, a, a); }  // a square
+  CallProduct variable(const Expr&) { return fail(); }  // (settled by stop)
+  CallProduct add(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct sub(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct div(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct neg(const Expr&, const CallProduct&) { return fail(); }
+  CallProduct call(const Expr&, const CallProduct&) { return fail(); }
+};
+
+bool as_call_product(const Expr& t, double& c, std::vector<Factor>& fs) {
+  CallProduct p = fold<CallProduct>(t, CallProducts{});
+  if (!p.ok) return false;
+  for (double k : p.consts) c *= k;
+  fs = std::move(p.fs);
+  return true;
 }
+
+// The factors of a product (its Mul nodes flattened, left to right).
+struct Factors {
+  using List = std::vector<Expr>;
+  std::optional<List> stop(const Expr& e) { return e->op == ExprOp::Mul ? std::nullopt : std::optional<List>(List{e}); }
+  List mul(const Expr&, List a, const List& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+  // Everything but a product is one factor (settled by stop).
+  List constant(const Expr& e) { return {e}; }
+  List variable(const Expr& e) { return {e}; }
+  List add(const Expr& e, const List&, const List&) { return {e}; }
+  List sub(const Expr& e, const List&, const List&) { return {e}; }
+  List div(const Expr& e, const List&, const List&) { return {e}; }
+  List neg(const Expr& e, const List&) { return {e}; }
+  List pow(const Expr& e, const List&, const List&) { return {e}; }
+  List call(const Expr& e, const List&) { return {e}; }
+};
 
 // ------------------------------------------------------------ the engine
 
@@ -263,16 +304,7 @@ class Engine {
   // (through W^T) and the forward pass are often such groups, and integrating
   // each alone keeps the dimension low.
   bool factorize(const Expr& t, Term& out) {
-    std::vector<Expr> factors;
-    std::function<void(const Expr&)> flat = [&](const Expr& e) {
-      if (e->op == ExprOp::Mul) {
-        flat(e->a);
-        flat(e->b);
-      } else {
-        factors.push_back(e);
-      }
-    };
-    flat(t);
+    std::vector<Expr> factors = fold<Factors::List>(t, Factors{});
     if (factors.size() < 2) return false;
     std::size_t F = factors.size();
     std::vector<std::vector<int>> deps(F);
