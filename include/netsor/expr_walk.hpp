@@ -16,7 +16,7 @@
 // The list of operations lives in this file only: dispatch() below is a
 // switch with no default, compiled with -Wswitch as an error, so a new ExprOp
 // fails to compile here until it has a case, and that case names a rule
-// method that every rule set must then provide (docs/architecture.md).
+// method that every rule set must then provide.
 //
 // A rule set may also define std::optional<T> stop(const Expr& e): where it
 // returns a value, that is the node's result and its operands are not walked
