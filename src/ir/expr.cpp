@@ -5,10 +5,11 @@
 #include <algorithm>
 #include <boost/math/constants/constants.hpp>
 #include <cmath>
-#include <map>
 #include <set>
+#include <optional>
 #include <sstream>
-#include <unordered_map>
+
+#include "netsor/expr_walk.hpp"
 
 namespace netsor {
 namespace {
@@ -193,246 +194,234 @@ Expr fn_derivative(Fn f, const Expr& z) {
 
 namespace {
 
-struct Differentiator {
+// d e / d var(id), node by node (the chain rule at each operation).
+struct Differentiate {
   int id;
-  std::unordered_map<const ExprNode*, Expr> memo;
-
-  Expr d(const Expr& e) {
-    auto it = memo.find(e.get());
-    if (it != memo.end()) return it->second;
-    Expr r;
-    switch (e->op) {
-      case ExprOp::Const: r = constant(0.0); break;
-      case ExprOp::Var: r = constant(e->var == id ? 1.0 : 0.0); break;
-      case ExprOp::Add: r = add(d(e->a), d(e->b)); break;
-      case ExprOp::Sub: r = sub(d(e->a), d(e->b)); break;
-      case ExprOp::Mul: r = add(mul(d(e->a), e->b), mul(e->a, d(e->b))); break;
-      case ExprOp::Div:  // (a' b - a b') / b^2
-        r = div(sub(mul(d(e->a), e->b), mul(e->a, d(e->b))), pow(e->b, constant(2.0)));
-        break;
-      case ExprOp::Neg: r = neg(d(e->a)); break;
-      case ExprOp::Pow: {
-        Expr da = d(e->a), db = d(e->b);
-        double p;
-        if (is_const(db, &p) && p == 0) {
-          // p a^(p-1) a'
-          r = mul(mul(e->b, pow(e->a, sub(e->b, constant(1.0)))), da);
-        } else {
-          // a^b (b' log a + b a'/a)
-          r = mul(e, add(mul(db, call(Fn::Log, e->a)), div(mul(e->b, da), e->a)));
-        }
-        break;
-      }
-      case ExprOp::Call: r = mul(fn_derivative(e->fn, e->a), d(e->a)); break;
-    }
-    memo.emplace(e.get(), r);
-    return r;
+  Expr constant(const Expr&) { return netsor::constant(0.0); }
+  Expr variable(const Expr& e) { return netsor::constant(e->var == id ? 1.0 : 0.0); }
+  Expr add(const Expr&, const Expr& da, const Expr& db) { return netsor::add(da, db); }
+  Expr sub(const Expr&, const Expr& da, const Expr& db) { return netsor::sub(da, db); }
+  Expr mul(const Expr& e, const Expr& da, const Expr& db) {
+    return netsor::add(netsor::mul(da, e->b), netsor::mul(e->a, db));
   }
+  Expr div(const Expr& e, const Expr& da, const Expr& db) {  // (a' b - a b') / b^2
+    return netsor::div(netsor::sub(netsor::mul(da, e->b), netsor::mul(e->a, db)), netsor::pow(e->b, netsor::constant(2.0)));
+  }
+  Expr neg(const Expr&, const Expr& da) { return netsor::neg(da); }
+  Expr pow(const Expr& e, const Expr& da, const Expr& db) {
+    double p;
+    if (is_const(db, &p) && p == 0)  // p a^(p-1) a'
+      return netsor::mul(netsor::mul(e->b, netsor::pow(e->a, netsor::sub(e->b, netsor::constant(1.0)))), da);
+    // a^b (b' log a + b a'/a)
+    return netsor::mul(e, netsor::add(netsor::mul(db, netsor::call(Fn::Log, e->a)), netsor::div(netsor::mul(e->b, da), e->a)));
+  }
+  Expr call(const Expr& e, const Expr& da) { return netsor::mul(fn_derivative(e->fn, e->a), da); }
 };
 
-template <class F>
-void visit_dag(const Expr& e, std::set<const ExprNode*>& seen, F&& f) {
-  if (!e || !seen.insert(e.get()).second) return;
-  f(e);
-  visit_dag(e->a, seen, f);
-  visit_dag(e->b, seen, f);
-}
+struct Substitute : Rebuild {
+  const std::function<Expr(int)>& subst;
+  explicit Substitute(const std::function<Expr(int)>& s) : subst(s) {}
+  Expr variable(const Expr& e) { return subst(e->var); }
+};
+
+struct Evaluate {
+  const std::function<double(int)>& value;
+  double constant(const Expr& e) { return e->value; }
+  double variable(const Expr& e) { return value(e->var); }
+  double add(const Expr&, double a, double b) { return a + b; }
+  double sub(const Expr&, double a, double b) { return a - b; }
+  double mul(const Expr&, double a, double b) { return a * b; }
+  double div(const Expr&, double a, double b) { return a / b; }
+  double neg(const Expr&, double a) { return -a; }
+  double pow(const Expr&, double a, double b) { return std::pow(a, b); }
+  double call(const Expr& e, double a) { return apply_fn(e->fn, a); }
+};
+
+struct Extent {
+  std::size_t cap;
+  TreeExtent node(const TreeExtent& a, const TreeExtent& b) const {
+    return {std::min(cap, 1 + std::min(cap, a.size + b.size)), 1 + std::max(a.depth, b.depth)};
+  }
+  TreeExtent constant(const Expr&) { return node({}, {}); }
+  TreeExtent variable(const Expr&) { return node({}, {}); }
+  TreeExtent add(const Expr&, const TreeExtent& a, const TreeExtent& b) { return node(a, b); }
+  TreeExtent sub(const Expr&, const TreeExtent& a, const TreeExtent& b) { return node(a, b); }
+  TreeExtent mul(const Expr&, const TreeExtent& a, const TreeExtent& b) { return node(a, b); }
+  TreeExtent div(const Expr&, const TreeExtent& a, const TreeExtent& b) { return node(a, b); }
+  TreeExtent neg(const Expr&, const TreeExtent& a) { return node(a, {}); }
+  TreeExtent pow(const Expr&, const TreeExtent& a, const TreeExtent& b) { return node(a, b); }
+  TreeExtent call(const Expr&, const TreeExtent& a) { return node(a, {}); }
+};
+
+// e as sum coef_i * term_i, node by node: sums, negations and scalings by
+// constants split; a product distributes while it stays within `limit` terms.
+using Terms = std::vector<std::pair<double, Expr>>;
+struct AdditiveTerms {
+  std::size_t limit;
+  static Terms scaled(Terms t, double s, bool divide) {
+    for (auto& [c, x] : t) c = divide ? c / s : s * c;
+    return t;
+  }
+  // Anything but a sum, a negation, a product or a division by a constant is
+  // one term: its operands are not expanded.
+  std::optional<Terms> stop(const Expr& e) {
+    double v;
+    if (e->op == ExprOp::Var || e->op == ExprOp::Pow || e->op == ExprOp::Call) return Terms{{1.0, e}};
+    if (e->op == ExprOp::Div && !(is_const(e->b, &v) && v != 0)) return Terms{{1.0, e}};
+    return std::nullopt;
+  }
+  Terms constant(const Expr& e) { return {{e->value, netsor::constant(1.0)}}; }
+  Terms variable(const Expr& e) { return {{1.0, e}}; }
+  Terms add(const Expr&, Terms a, const Terms& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+  Terms sub(const Expr& e, const Terms& a, const Terms& b) { return add(e, a, scaled(b, -1, false)); }
+  Terms neg(const Expr&, const Terms& a) { return scaled(a, -1, false); }
+  Terms div(const Expr& e, const Terms& a, const Terms&) { return scaled(a, e->b->value, true); }
+  Terms mul(const Expr& e, const Terms& a, const Terms& b) {
+    if (a.size() * b.size() > limit) return {{1.0, e}};
+    Terms out;
+    for (const auto& [ca, ta] : a)
+      for (const auto& [cb, tb] : b) out.push_back({ca * cb, netsor::mul(ta, tb)});
+    return out;
+  }
+  Terms pow(const Expr& e, const Terms&, const Terms&) { return {{1.0, e}}; }
+  Terms call(const Expr& e, const Terms&) { return {{1.0, e}}; }
+};
+
+// An affine form over var ids, sparse (ids ascending), or not affine.
+struct SparseAffine {
+  bool ok = false;
+  std::vector<std::pair<int, double>> c;
+  double off = 0;
+};
+struct Affine {
+  using A = SparseAffine;
+  static A fail() { return {}; }
+  // x + s y
+  static A combine(const A& x, const A& y, double s) {
+    if (!x.ok || !y.ok) return fail();
+    A r{true, {}, x.off + s * y.off};
+    std::size_t i = 0, j = 0;
+    while (i < x.c.size() || j < y.c.size()) {
+      if (j == y.c.size() || (i < x.c.size() && x.c[i].first < y.c[j].first)) r.c.push_back(x.c[i++]);
+      else if (i == x.c.size() || y.c[j].first < x.c[i].first) r.c.push_back({y.c[j].first, s * y.c[j].second}), ++j;
+      else r.c.push_back({x.c[i].first, x.c[i].second + s * y.c[j].second}), ++i, ++j;
+    }
+    return r;
+  }
+  static A scaled(A x, double s, bool divide) {
+    if (!x.ok) return x;
+    for (auto& [id, v] : x.c) v = divide ? v / s : s * v;
+    x.off = divide ? x.off / s : s * x.off;
+    return x;
+  }
+  A constant(const Expr& e) { return {true, {}, e->value}; }
+  A variable(const Expr& e) { return {true, {{e->var, 1.0}}, 0.0}; }
+  A add(const Expr&, const A& a, const A& b) { return combine(a, b, 1); }
+  A sub(const Expr&, const A& a, const A& b) { return combine(a, b, -1); }
+  A neg(const Expr&, const A& a) { return scaled(a, -1, false); }
+  A mul(const Expr& e, const A& a, const A& b) {
+    double c;
+    if (is_const(e->a, &c)) return scaled(b, c, false);
+    if (is_const(e->b, &c)) return scaled(a, c, false);
+    return fail();
+  }
+  A div(const Expr& e, const A& a, const A&) {
+    double c;
+    return is_const(e->b, &c) && c != 0 ? scaled(a, c, true) : fail();
+  }
+  A pow(const Expr&, const A&, const A&) { return fail(); }
+  A call(const Expr&, const A&) { return fail(); }
+};
+
+// Infix text with the operator's precedence (p): an operand is parenthesized
+// where its precedence is below what its place asks for.
+struct Text {
+  std::string s;
+  int p;
+};
+struct Print {
+  const std::function<std::string(int)>& name;
+  static std::string at(const Text& t, int ctx) { return t.p < ctx ? "(" + t.s + ")" : t.s; }
+  static std::string num(double v) {
+    std::ostringstream s;
+    s.precision(12);
+    s << v;
+    return s.str();
+  }
+  Text constant(const Expr& e) { return {num(e->value), e->value < 0 ? 3 : 5}; }
+  Text variable(const Expr& e) { return {name(e->var), 5}; }
+  Text add(const Expr&, const Text& a, const Text& b) { return {at(a, 1) + " + " + at(b, 2), 1}; }
+  Text sub(const Expr&, const Text& a, const Text& b) { return {at(a, 1) + " - " + at(b, 2), 1}; }
+  Text mul(const Expr&, const Text& a, const Text& b) { return {at(a, 2) + " * " + at(b, 3), 2}; }
+  Text div(const Expr&, const Text& a, const Text& b) { return {at(a, 2) + " / " + at(b, 3), 2}; }
+  Text neg(const Expr&, const Text& a) { return {"-" + at(a, 4), 3}; }
+  Text pow(const Expr&, const Text& a, const Text& b) { return {at(a, 5) + "^" + at(b, 4), 4}; }
+  Text call(const Expr& e, const Text& a) { return {std::string(fn_name(e->fn)) + "(" + at(a, 0) + ")", 5}; }
+};
 
 }  // namespace
 
-Expr derivative(const Expr& e, int id) { return Differentiator{id, {}}.d(e); }
+Expr derivative(const Expr& e, int id) { return fold<Expr>(e, Differentiate{id}); }
 
-Expr substitute(const Expr& e, const std::function<Expr(int)>& subst) {
-  std::unordered_map<const ExprNode*, Expr> memo;
-  std::function<Expr(const Expr&)> go = [&](const Expr& x) -> Expr {
-    auto it = memo.find(x.get());
-    if (it != memo.end()) return it->second;
-    Expr r;
-    switch (x->op) {
-      case ExprOp::Const: r = x; break;
-      case ExprOp::Var: r = subst(x->var); break;
-      case ExprOp::Add: r = add(go(x->a), go(x->b)); break;
-      case ExprOp::Sub: r = sub(go(x->a), go(x->b)); break;
-      case ExprOp::Mul: r = mul(go(x->a), go(x->b)); break;
-      case ExprOp::Div: r = div(go(x->a), go(x->b)); break;
-      case ExprOp::Neg: r = neg(go(x->a)); break;
-      case ExprOp::Pow: r = pow(go(x->a), go(x->b)); break;
-      case ExprOp::Call: r = call(x->fn, go(x->a)); break;
-    }
-    memo.emplace(x.get(), r);
-    return r;
-  };
-  return go(e);
-}
+Expr substitute(const Expr& e, const std::function<Expr(int)>& subst) { return fold<Expr>(e, Substitute(subst)); }
 
 std::vector<int> free_vars(const Expr& e) {
-  std::set<const ExprNode*> seen;
   std::set<int> ids;
-  visit_dag(e, seen, [&](const Expr& x) {
+  for_each_node(e, [&](const Expr& x) {
     if (x->op == ExprOp::Var) ids.insert(x->var);
   });
   return {ids.begin(), ids.end()};
 }
 
+// Memoized over pairs of nodes: a pair already compared (or being compared)
+// needs no second look, so shared subexpressions are compared once.
 bool same(const Expr& a, const Expr& b) {
   if (a.get() == b.get()) return true;
-  if (!a || !b || a->op != b->op) return false;
-  switch (a->op) {
-    case ExprOp::Const: return a->value == b->value;
-    case ExprOp::Var: return a->var == b->var;
-    case ExprOp::Call: return a->fn == b->fn && same(a->a, b->a);
-    case ExprOp::Neg: return same(a->a, b->a);
-    default: return same(a->a, b->a) && same(a->b, b->b);
+  if (!a || !b) return false;
+  std::vector<std::pair<const ExprNode*, const ExprNode*>> stack{{a.get(), b.get()}};
+  std::set<std::pair<const ExprNode*, const ExprNode*>> seen;
+  while (!stack.empty()) {
+    auto [x, y] = stack.back();
+    stack.pop_back();
+    if (x == y || !seen.insert({x, y}).second) continue;
+    if (!same_payload(*x, *y)) return false;
+    int k = arity(x->op);
+    if (k == 2) stack.push_back({x->b.get(), y->b.get()});
+    if (k >= 1) stack.push_back({x->a.get(), y->a.get()});
   }
+  return true;
 }
 
-// e as sum coef_i * term_i with products distributed over sums, as long as
-// the expansion stays within `limit` terms (beyond, a product stays one term).
 std::vector<std::pair<double, Expr>> additive_terms(const Expr& e, std::size_t limit) {
-  double v;
-  switch (e->op) {
-    case ExprOp::Add: case ExprOp::Sub: {
-      auto a = additive_terms(e->a, limit), b = additive_terms(e->b, limit);
-      double s = e->op == ExprOp::Add ? 1 : -1;
-      for (auto& [c, t] : b) a.push_back({s * c, t});
-      return a;
-    }
-    case ExprOp::Neg: {
-      auto a = additive_terms(e->a, limit);
-      for (auto& [c, t] : a) c = -c;
-      return a;
-    }
-    case ExprOp::Div:
-      if (is_const(e->b, &v) && v != 0) {
-        auto a = additive_terms(e->a, limit);
-        for (auto& [c, t] : a) c /= v;
-        return a;
-      }
-      break;
-    case ExprOp::Mul: {
-      auto a = additive_terms(e->a, limit), b = additive_terms(e->b, limit);
-      if (a.size() * b.size() > limit) break;
-      std::vector<std::pair<double, Expr>> out;
-      for (const auto& [ca, ta] : a)
-        for (const auto& [cb, tb] : b) out.push_back({ca * cb, mul(ta, tb)});
-      return out;
-    }
-    case ExprOp::Const: return {{e->value, constant(1.0)}};
-    default: break;
-  }
-  return {{1.0, e}};
+  return fold<Terms>(e, AdditiveTerms{limit});
 }
 
 std::size_t node_count(const Expr& e) {
-  std::set<const ExprNode*> seen;
-  visit_dag(e, seen, [](const Expr&) {});
-  return seen.size();
+  std::size_t n = 0;
+  for_each_node(e, [&](const Expr&) { ++n; });
+  return n;
 }
 
-TreeExtent tree_extent(const Expr& e, std::size_t cap) {
-  std::unordered_map<const ExprNode*, TreeExtent> memo;
-  std::function<TreeExtent(const Expr&)> go = [&](const Expr& x) -> TreeExtent {
-    if (!x) return {};
-    auto it = memo.find(x.get());
-    if (it != memo.end()) return it->second;
-    TreeExtent a = go(x->a), b = go(x->b);
-    TreeExtent r{std::min(cap, 1 + std::min(cap, a.size + b.size)), 1 + std::max(a.depth, b.depth)};
-    memo.emplace(x.get(), r);
-    return r;
-  };
-  return go(e);
-}
+TreeExtent tree_extent(const Expr& e, std::size_t cap) { return fold<TreeExtent>(e, Extent{cap}); }
 
-double evaluate(const Expr& e, const std::function<double(int)>& value) {
-  std::unordered_map<const ExprNode*, double> memo;
-  std::function<double(const Expr&)> go = [&](const Expr& x) -> double {
-    auto it = memo.find(x.get());
-    if (it != memo.end()) return it->second;
-    double r = 0;
-    switch (x->op) {
-      case ExprOp::Const: r = x->value; break;
-      case ExprOp::Var: r = value(x->var); break;
-      case ExprOp::Add: r = go(x->a) + go(x->b); break;
-      case ExprOp::Sub: r = go(x->a) - go(x->b); break;
-      case ExprOp::Mul: r = go(x->a) * go(x->b); break;
-      case ExprOp::Div: r = go(x->a) / go(x->b); break;
-      case ExprOp::Neg: r = -go(x->a); break;
-      case ExprOp::Pow: r = std::pow(go(x->a), go(x->b)); break;
-      case ExprOp::Call: r = apply_fn(x->fn, go(x->a)); break;
-    }
-    memo.emplace(x.get(), r);
-    return r;
-  };
-  return go(e);
-}
+double evaluate(const Expr& e, const std::function<double(int)>& value) { return fold<double>(e, Evaluate{value}); }
 
 bool as_affine(const Expr& e, std::vector<double>& coef, double& offset) {
-  // Walk with a multiplier; fail at the first nonlinear node.
   coef.clear();
   offset = 0;
-  std::function<bool(const Expr&, double)> go = [&](const Expr& x, double m) -> bool {
-    switch (x->op) {
-      case ExprOp::Const: offset += m * x->value; return true;
-      case ExprOp::Var:
-        if ((int)coef.size() <= x->var) coef.resize(x->var + 1, 0.0);
-        coef[x->var] += m;
-        return true;
-      case ExprOp::Add: return go(x->a, m) && go(x->b, m);
-      case ExprOp::Sub: return go(x->a, m) && go(x->b, -m);
-      case ExprOp::Neg: return go(x->a, -m);
-      case ExprOp::Mul: {
-        double c;
-        if (is_const(x->a, &c)) return go(x->b, m * c);
-        if (is_const(x->b, &c)) return go(x->a, m * c);
-        return false;
-      }
-      case ExprOp::Div: {
-        double c;
-        if (is_const(x->b, &c) && c != 0) return go(x->a, m / c);
-        return false;
-      }
-      default: return false;
-    }
-  };
-  return go(e, 1.0);
+  SparseAffine a = fold<SparseAffine>(e, Affine{});
+  if (!a.ok) return false;
+  if (!a.c.empty()) coef.assign(a.c.back().first + 1, 0.0);
+  for (const auto& [id, v] : a.c) coef[id] = v;
+  offset = a.off;
+  return true;
 }
-
-namespace {
-int precedence(const Expr& e) {
-  switch (e->op) {
-    case ExprOp::Add: case ExprOp::Sub: return 1;
-    case ExprOp::Mul: case ExprOp::Div: return 2;
-    case ExprOp::Neg: return 3;
-    case ExprOp::Pow: return 4;
-    default: return 5;
-  }
-}
-std::string num(double v) {
-  std::ostringstream s;
-  s.precision(12);
-  s << v;
-  return s.str();
-}
-}  // namespace
 
 std::string to_string(const Expr& e, const std::function<std::string(int)>& name) {
-  std::function<std::string(const Expr&, int)> go = [&](const Expr& x, int ctx) -> std::string {
-    std::string s;
-    int p = precedence(x);
-    switch (x->op) {
-      case ExprOp::Const: s = num(x->value); if (x->value < 0) p = 3; break;
-      case ExprOp::Var: s = name(x->var); break;
-      case ExprOp::Add: s = go(x->a, 1) + " + " + go(x->b, 2); break;
-      case ExprOp::Sub: s = go(x->a, 1) + " - " + go(x->b, 2); break;
-      case ExprOp::Mul: s = go(x->a, 2) + " * " + go(x->b, 3); break;
-      case ExprOp::Div: s = go(x->a, 2) + " / " + go(x->b, 3); break;
-      case ExprOp::Neg: s = "-" + go(x->a, 4); break;
-      case ExprOp::Pow: s = go(x->a, 5) + "^" + go(x->b, 4); break;
-      case ExprOp::Call: s = std::string(fn_name(x->fn)) + "(" + go(x->a, 0) + ")"; break;
-    }
-    return p < ctx ? "(" + s + ")" : s;
-  };
-  return go(e, 0);
+  return Print::at(fold<Text>(e, Print{name}), 0);
 }
 
 }  // namespace netsor

@@ -1,7 +1,8 @@
 #include "bounds.hpp"
 
 #include <algorithm>
-#include <unordered_map>
+
+#include "netsor/expr_walk.hpp"
 
 namespace netsor::limit {
 namespace {
@@ -55,64 +56,44 @@ Range call_range(Fn f, const Range& a, std::string& problem) {
   return {-INFINITY, INFINITY, a.random};
 }
 
+// NaN endpoints (inf - inf, 0 * inf in a power) mean no bound.
+Range clean(Range r) {
+  if (std::isnan(r.lo)) r.lo = -INFINITY;
+  if (std::isnan(r.hi)) r.hi = INFINITY;
+  return r;
+}
+
+// The range of each node from its operands' (primer section 2: the growth
+// assumption is decided on ranges).
+struct Ranges {
+  const std::function<Range(int)>& leaf;
+  std::string& problem;
+  Range constant(const Expr& e) { return clean({e->value, e->value, false}); }
+  Range variable(const Expr& e) { return clean(leaf(e->var)); }
+  Range add(const Expr&, const Range& a, const Range& b) { return clean({a.lo + b.lo, a.hi + b.hi, a.random || b.random}); }
+  Range sub(const Expr&, const Range& a, const Range& b) { return clean({a.lo - b.hi, a.hi - b.lo, a.random || b.random}); }
+  Range neg(const Expr&, const Range& a) { return clean({-a.hi, -a.lo, a.random}); }
+  Range mul(const Expr& e, const Range& a, const Range& b) {
+    return clean(same(e->a, e->b) ? power(a, 2.0, problem) : product(a, b));
+  }
+  Range div(const Expr&, const Range& a, const Range& b) {
+    if (!contains_zero(b)) return clean(product(a, Range{1.0 / b.hi, 1.0 / b.lo, b.random}));
+    if (b.random) problem = "division by a random quantity that can be 0 is not polynomially bounded";
+    return {-INFINITY, INFINITY, a.random || b.random};
+  }
+  Range pow(const Expr& e, const Range& a, const Range& p) {
+    double k;
+    if (is_const(e->b, &k)) return clean(power(a, k, problem));
+    if (a.random || p.random) problem = "a power with a random or non-constant exponent is not polynomially bounded";
+    return {-INFINITY, INFINITY, a.random || p.random};
+  }
+  Range call(const Expr& e, const Range& a) { return clean(call_range(e->fn, a, problem)); }
+};
+
 }  // namespace
 
 Range range_of(const Expr& root, const std::function<Range(int)>& leaf, std::string& problem) {
-  std::unordered_map<const ExprNode*, Range> memo;
-  std::function<Range(const Expr&)> go = [&](const Expr& e) -> Range {
-    auto it = memo.find(e.get());
-    if (it != memo.end()) return it->second;
-    Range r;
-    switch (e->op) {
-      case ExprOp::Const: r = {e->value, e->value, false}; break;
-      case ExprOp::Var: r = leaf(e->var); break;
-      case ExprOp::Add: {
-        Range a = go(e->a), b = go(e->b);
-        r = {a.lo + b.lo, a.hi + b.hi, a.random || b.random};
-        break;
-      }
-      case ExprOp::Sub: {
-        Range a = go(e->a), b = go(e->b);
-        r = {a.lo - b.hi, a.hi - b.lo, a.random || b.random};
-        break;
-      }
-      case ExprOp::Neg: {
-        Range a = go(e->a);
-        r = {-a.hi, -a.lo, a.random};
-        break;
-      }
-      case ExprOp::Mul:
-        r = same(e->a, e->b) ? power(go(e->a), 2.0, problem) : product(go(e->a), go(e->b));
-        break;
-      case ExprOp::Div: {
-        Range a = go(e->a), b = go(e->b);
-        if (contains_zero(b)) {
-          if (b.random) problem = "division by a random quantity that can be 0 is not polynomially bounded";
-          r = {-INFINITY, INFINITY, a.random || b.random};
-        } else {
-          r = product(a, Range{1.0 / b.hi, 1.0 / b.lo, b.random});
-        }
-        break;
-      }
-      case ExprOp::Pow: {
-        Range a = go(e->a), p = go(e->b);
-        double k;
-        if (is_const(e->b, &k)) {
-          r = power(a, k, problem);
-        } else {
-          if (a.random || p.random) problem = "a power with a random or non-constant exponent is not polynomially bounded";
-          r = {-INFINITY, INFINITY, a.random || p.random};
-        }
-        break;
-      }
-      case ExprOp::Call: r = call_range(e->fn, go(e->a), problem); break;
-    }
-    if (std::isnan(r.lo)) r.lo = -INFINITY;
-    if (std::isnan(r.hi)) r.hi = INFINITY;
-    memo.emplace(e.get(), r);
-    return r;
-  };
-  return go(root);
+  return fold<Range>(root, Ranges{leaf, problem});
 }
 
 }  // namespace netsor::limit

@@ -7,8 +7,9 @@
 #include <random>
 #include <set>
 #include <sstream>
-#include <unordered_map>
+#include <optional>
 
+#include "netsor/expr_walk.hpp"
 #include "netsor/limit.hpp"
 #include "netsor/quadrature.hpp"
 #include "netsor/tape.hpp"
@@ -22,8 +23,9 @@ constexpr double kPi = boost::math::constants::pi<double>();
 
 // ------------------------------------------------------------ affine analysis
 
-// Memoised over the DAG: an expression is affine in the leaves if it is built
-// from leaves and constants by +, -, scaling and division by constants.
+// An expression is affine in the leaves if it is built from leaves and
+// constants by +, -, scaling and division by constants: its coefficients over
+// the local leaf indices, node by node (memoised over the DAG by the walker).
 struct Affine {
   bool ok = false;
   VectorXd c;  // coefficients over the local leaf indices
@@ -31,67 +33,54 @@ struct Affine {
   bool is_const() const { return ok && c.isZero(0.0); }
 };
 
-class AffineMemo {
- public:
-  AffineMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
-  const Affine& get(const Expr& e) {
-    auto it = memo_.find(e.get());
-    if (it != memo_.end()) return it->second;
-    Affine r;
-    r.c = VectorXd::Zero(k_);
-    switch (e->op) {
-      case ExprOp::Const: r.ok = true; r.off = e->value; break;
-      case ExprOp::Var: r.ok = true; r.c(local_.at(e->var)) = 1; break;
-      case ExprOp::Add: case ExprOp::Sub: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok) {
-          double s = e->op == ExprOp::Add ? 1 : -1;
-          r = {true, a.c + s * b.c, a.off + s * b.off};
-        }
-        break;
-      }
-      case ExprOp::Neg: {
-        const Affine& a = get(e->a);
-        if (a.ok) r = {true, -a.c, -a.off};
-        break;
-      }
-      case ExprOp::Mul: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && a.is_const()) r = {true, a.off * b.c, a.off * b.off};
-        else if (a.ok && b.ok && b.is_const()) r = {true, b.off * a.c, b.off * a.off};
-        break;
-      }
-      case ExprOp::Div: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && b.is_const() && b.off != 0) r = {true, a.c / b.off, a.off / b.off};
-        break;
-      }
-      case ExprOp::Pow: {
-        const Affine& a = get(e->a);
-        const Affine& b = get(e->b);
-        if (a.ok && b.ok && b.is_const()) {
-          if (b.off == 1) r = a;
-          else if (a.is_const()) r = {true, VectorXd::Zero(k_), std::pow(a.off, b.off)};
-        }
-        break;
-      }
-      case ExprOp::Call: {
-        const Affine& a = get(e->a);
-        if (a.is_const()) r = {true, VectorXd::Zero(k_), apply_fn(e->fn, a.off)};
-        break;
-      }
-    }
-    return memo_.emplace(e.get(), std::move(r)).first->second;
+struct AffineRules {
+  const std::map<int, int>& local;
+  int k;
+  Affine none() const { return {false, VectorXd::Zero(k), 0.0}; }
+  Affine constant(const Expr& e) { return {true, VectorXd::Zero(k), e->value}; }
+  Affine variable(const Expr& e) {
+    Affine r{true, VectorXd::Zero(k), 0.0};
+    r.c(local.at(e->var)) = 1;
+    return r;
   }
+  Affine add(const Expr&, const Affine& a, const Affine& b) { return sum(a, b, 1); }
+  Affine sub(const Expr&, const Affine& a, const Affine& b) { return sum(a, b, -1); }
+  Affine sum(const Affine& a, const Affine& b, double s) const {
+    return a.ok && b.ok ? Affine{true, a.c + s * b.c, a.off + s * b.off} : none();
+  }
+  Affine neg(const Expr&, const Affine& a) { return a.ok ? Affine{true, -a.c, -a.off} : none(); }
+  Affine mul(const Expr&, const Affine& a, const Affine& b) {
+    if (a.ok && b.ok && a.is_const()) return {true, a.off * b.c, a.off * b.off};
+    if (a.ok && b.ok && b.is_const()) return {true, b.off * a.c, b.off * a.off};
+    return none();
+  }
+  Affine div(const Expr&, const Affine& a, const Affine& b) {
+    if (a.ok && b.ok && b.is_const() && b.off != 0) return {true, a.c / b.off, a.off / b.off};
+    return none();
+  }
+  Affine pow(const Expr&, const Affine& a, const Affine& b) {
+    if (!a.ok || !b.ok || !b.is_const()) return none();
+    if (b.off == 1) return a;
+    if (a.is_const()) return {true, VectorXd::Zero(k), std::pow(a.off, b.off)};
+    return none();
+  }
+  Affine call(const Expr& e, const Affine& a) {
+    return a.is_const() ? Affine{true, VectorXd::Zero(k), apply_fn(e->fn, a.off)} : none();
+  }
+};
+
+// Rules over the local leaf indices, whose memo serves every later question.
+template <class T, class Rules>
+class LocalMemo {
+ public:
+  explicit LocalMemo(const std::map<int, int>& local) : rules_{local, (int)local.size()}, fold_(rules_) {}
+  const T& get(const Expr& e) { return fold_(e); }
 
  private:
-  const std::map<int, int>& local_;
-  int k_;
-  std::unordered_map<const ExprNode*, Affine> memo_;
+  Rules rules_;
+  Fold<T, Rules> fold_;
 };
+using AffineMemo = LocalMemo<Affine, AffineRules>;
 
 // ------------------------------------------------------------ quadratics
 
@@ -104,21 +93,11 @@ struct Quadratic {
   MatrixXd Q;
 };
 
-class QuadMemo {
- public:
-  QuadMemo(const std::map<int, int>& local) : local_(local), k_((int)local.size()) {}
-  const Quadratic& get(const Expr& e) {
-    auto it = memo_.find(e.get());
-    if (it != memo_.end()) return it->second;
-    Quadratic r = compute(e);
-    return memo_.emplace(e.get(), std::move(r)).first->second;
-  }
-
- private:
-  Quadratic konst(double v) {
-    return {true, 0, v, VectorXd::Zero(k_), MatrixXd::Zero(k_, k_)};
-  }
-  Quadratic product(const Quadratic& a, const Quadratic& b) {
+struct QuadRules {
+  const std::map<int, int>& local;
+  int k;
+  Quadratic konst(double v) const { return {true, 0, v, VectorXd::Zero(k), MatrixXd::Zero(k, k)}; }
+  static Quadratic product(const Quadratic& a, const Quadratic& b) {
     if (!a.ok || !b.ok || a.deg + b.deg > 2) return {};
     Quadratic r;
     r.ok = true;
@@ -129,55 +108,42 @@ class QuadMemo {
     r.Q = a.c * b.Q + b.c * a.Q + 0.5 * (outer + outer.transpose());
     return r;
   }
-  Quadratic compute(const Expr& e) {
-    switch (e->op) {
-      case ExprOp::Const: return konst(e->value);
-      case ExprOp::Var: {
-        Quadratic r = konst(0);
-        r.deg = 1;
-        r.b(local_.at(e->var)) = 1;
-        return r;
-      }
-      case ExprOp::Add: case ExprOp::Sub: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& b = get(e->b);
-        if (!a.ok || !b.ok) return {};
-        double s = e->op == ExprOp::Add ? 1 : -1;
-        return {true, std::max(a.deg, b.deg), a.c + s * b.c, a.b + s * b.b, a.Q + s * b.Q};
-      }
-      case ExprOp::Neg: {
-        const Quadratic& a = get(e->a);
-        if (!a.ok) return {};
-        return {true, a.deg, -a.c, -a.b, -a.Q};
-      }
-      case ExprOp::Mul: return product(get(e->a), get(e->b));
-      case ExprOp::Div: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& b = get(e->b);
-        if (!a.ok || !b.ok || b.deg != 0 || b.c == 0) return {};
-        return {true, a.deg, a.c / b.c, a.b / b.c, a.Q / b.c};
-      }
-      case ExprOp::Pow: {
-        const Quadratic& a = get(e->a);
-        const Quadratic& p = get(e->b);
-        if (!a.ok || !p.ok || p.deg != 0) return {};
-        if (a.deg == 0) return konst(std::pow(a.c, p.c));
-        if (p.c == 1) return a;
-        if (p.c == 2) return product(a, a);
-        return {};
-      }
-      case ExprOp::Call: {
-        const Quadratic& a = get(e->a);
-        if (a.ok && a.deg == 0) return konst(apply_fn(e->fn, a.c));
-        return {};
-      }
-    }
+  static Quadratic sum(const Quadratic& a, const Quadratic& b, double s) {
+    if (!a.ok || !b.ok) return {};
+    return {true, std::max(a.deg, b.deg), a.c + s * b.c, a.b + s * b.b, a.Q + s * b.Q};
+  }
+  Quadratic constant(const Expr& e) { return konst(e->value); }
+  Quadratic variable(const Expr& e) {
+    Quadratic r = konst(0);
+    r.deg = 1;
+    r.b(local.at(e->var)) = 1;
+    return r;
+  }
+  Quadratic add(const Expr&, const Quadratic& a, const Quadratic& b) { return sum(a, b, 1); }
+  Quadratic sub(const Expr&, const Quadratic& a, const Quadratic& b) { return sum(a, b, -1); }
+  Quadratic neg(const Expr&, const Quadratic& a) {
+    if (!a.ok) return {};
+    return {true, a.deg, -a.c, -a.b, -a.Q};
+  }
+  Quadratic mul(const Expr&, const Quadratic& a, const Quadratic& b) { return product(a, b); }
+  Quadratic div(const Expr&, const Quadratic& a, const Quadratic& b) {
+    if (!a.ok || !b.ok || b.deg != 0 || b.c == 0) return {};
+    return {true, a.deg, a.c / b.c, a.b / b.c, a.Q / b.c};
+  }
+  Quadratic pow(const Expr&, const Quadratic& a, const Quadratic& p) {
+    if (!a.ok || !p.ok || p.deg != 0) return {};
+    if (a.deg == 0) return konst(std::pow(a.c, p.c));
+    if (p.c == 1) return a;
+    if (p.c == 2) return product(a, a);
     return {};
   }
-  const std::map<int, int>& local_;
-  int k_;
-  std::unordered_map<const ExprNode*, Quadratic> memo_;
+  Quadratic call(const Expr& e, const Quadratic& a) {
+    if (a.ok && a.deg == 0) return konst(apply_fn(e->fn, a.c));
+    return {};
+  }
 };
+
+using QuadMemo = LocalMemo<Quadratic, QuadRules>;
 
 // ------------------------------------------------------------ closed forms
 
@@ -186,24 +152,65 @@ struct Factor {
   Expr arg;
 };
 
-// t = c * f1(A1) [* f2(A2)] with f in {relu, step, erf} and A affine?
-bool as_call_product(const Expr& t, double& c, std::vector<Factor>& fs) {
-  double v;
-  switch (t->op) {
-    case ExprOp::Mul: return as_call_product(t->a, c, fs) && as_call_product(t->b, c, fs);
-    case ExprOp::Const: c *= t->value; return true;
-    case ExprOp::Call:
-      if (t->fn != Fn::Relu && t->fn != Fn::Step && t->fn != Fn::Erf) return false;
-      fs.push_back({t->fn, t->a});
-      return true;
-    case ExprOp::Pow:
-      if (is_const(t->b, &v) && v == 2 && t->a->op == ExprOp::Call) {
-        return as_call_product(t->a, c, fs) && as_call_product(t->a, c, fs);
-      }
-      return false;
-    default: return false;
+// t = c * f1(A1) [* f2(A2)] with f in {relu, step, erf} and A affine? Only
+// products, constants, and calls and their squares are looked into; the
+// constants are kept in the order met and multiplied left to right.
+struct CallProduct {
+  bool ok = false;
+  std::vector<double> consts;
+  std::vector<Factor> fs;
+};
+struct CallProducts {
+  static CallProduct fail() { return {}; }
+  std::optional<CallProduct> stop(const Expr& t) {
+    double v;
+    if (t->op == ExprOp::Mul || t->op == ExprOp::Const) return std::nullopt;
+    if (t->op == ExprOp::Pow && is_const(t->b, &v) && v == 2 && t->a->op == ExprOp::Call) return std::nullopt;
+    if (t->op != ExprOp::Call || (t->fn != Fn::Relu && t->fn != Fn::Step && t->fn != Fn::Erf)) return fail();
+    return CallProduct{true, {}, {{t->fn, t->a}}};
   }
+  CallProduct constant(const Expr& t) { return {true, {t->value}, {}}; }
+  CallProduct mul(const Expr&, CallProduct a, const CallProduct& b) {
+    if (!a.ok || !b.ok) return fail();
+    a.consts.insert(a.consts.end(), b.consts.begin(), b.consts.end());
+    a.fs.insert(a.fs.end(), b.fs.begin(), b.fs.end());
+    return a;
+  }
+  CallProduct pow(const Expr& t, const CallProduct& a, const CallProduct&) { return mul(t, a, a); }  // a square
+  CallProduct variable(const Expr&) { return fail(); }  // (settled by stop)
+  CallProduct add(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct sub(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct div(const Expr&, const CallProduct&, const CallProduct&) { return fail(); }
+  CallProduct neg(const Expr&, const CallProduct&) { return fail(); }
+  CallProduct call(const Expr&, const CallProduct&) { return fail(); }
+};
+
+bool as_call_product(const Expr& t, double& c, std::vector<Factor>& fs) {
+  CallProduct p = fold<CallProduct>(t, CallProducts{});
+  if (!p.ok) return false;
+  for (double k : p.consts) c *= k;
+  fs = std::move(p.fs);
+  return true;
 }
+
+// The factors of a product (its Mul nodes flattened, left to right).
+struct Factors {
+  using List = std::vector<Expr>;
+  std::optional<List> stop(const Expr& e) { return e->op == ExprOp::Mul ? std::nullopt : std::optional<List>(List{e}); }
+  List mul(const Expr&, List a, const List& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  }
+  // Everything but a product is one factor (settled by stop).
+  List constant(const Expr& e) { return {e}; }
+  List variable(const Expr& e) { return {e}; }
+  List add(const Expr& e, const List&, const List&) { return {e}; }
+  List sub(const Expr& e, const List&, const List&) { return {e}; }
+  List div(const Expr& e, const List&, const List&) { return {e}; }
+  List neg(const Expr& e, const List&) { return {e}; }
+  List pow(const Expr& e, const List&, const List&) { return {e}; }
+  List call(const Expr& e, const List&) { return {e}; }
+};
 
 // ------------------------------------------------------------ the engine
 
@@ -297,16 +304,7 @@ class Engine {
   // (through W^T) and the forward pass are often such groups, and integrating
   // each alone keeps the dimension low.
   bool factorize(const Expr& t, Term& out) {
-    std::vector<Expr> factors;
-    std::function<void(const Expr&)> flat = [&](const Expr& e) {
-      if (e->op == ExprOp::Mul) {
-        flat(e->a);
-        flat(e->b);
-      } else {
-        factors.push_back(e);
-      }
-    };
-    flat(t);
+    std::vector<Expr> factors = fold<Factors::List>(t, Factors{});
     if (factors.size() < 2) return false;
     std::size_t F = factors.size();
     std::vector<std::vector<int>> deps(F);
@@ -403,43 +401,30 @@ class Engine {
     return true;
   }
 
+  // g rebuilt over its atoms, the maximal affine subexpressions of g: each
+  // becomes a leaf numbered in order of discovery (operands right to left, the
+  // order the recursive rebuild had, which fixes the integration coordinates).
+  struct Atoms : Rebuild {
+    static constexpr bool kRightToLeft = true;
+    AffineMemo& aff;
+    std::vector<const Affine*>& atoms;
+    Atoms(AffineMemo& a, std::vector<const Affine*>& at) : aff(a), atoms(at) {}
+    std::optional<Expr> stop(const Expr& e) {
+      const Affine& a = aff.get(e);
+      if (!a.ok) return std::nullopt;
+      if (a.is_const()) return netsor::constant(a.off);
+      for (std::size_t i = 0; i < atoms.size(); ++i)
+        if (atoms[i]->off == a.off && atoms[i]->c == a.c) return var((int)i);
+      atoms.push_back(&a);
+      return var((int)atoms.size() - 1);
+    }
+  };
+
   Term numeric(const Expr& g) {
-    // Atoms: the maximal affine subexpressions of g; g is a function of them.
     AffineMemo aff(local_);
     std::vector<const Affine*> atoms;
-    std::unordered_map<const ExprNode*, Expr> memo;
-    std::function<Expr(const Expr&)> rebuild = [&](const Expr& e) -> Expr {
-      auto it = memo.find(e.get());
-      if (it != memo.end()) return it->second;
-      Expr r;
-      const Affine& a = aff.get(e);
-      if (a.ok && a.is_const()) {
-        r = constant(a.off);
-      } else if (a.ok) {
-        int id = -1;
-        for (std::size_t i = 0; i < atoms.size(); ++i)
-          if (atoms[i]->off == a.off && atoms[i]->c == a.c) id = (int)i;
-        if (id < 0) {
-          atoms.push_back(&a);
-          id = (int)atoms.size() - 1;
-        }
-        r = var(id);
-      } else {
-        switch (e->op) {
-          case ExprOp::Add: r = add(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Sub: r = sub(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Mul: r = mul(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Div: r = div(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Neg: r = neg(rebuild(e->a)); break;
-          case ExprOp::Pow: r = pow(rebuild(e->a), rebuild(e->b)); break;
-          case ExprOp::Call: r = call(e->fn, rebuild(e->a)); break;
-          default: r = e; break;
-        }
-      }
-      memo.emplace(e.get(), r);
-      return r;
-    };
-    Expr F = rebuild(g);
+    Atoms rules{aff, atoms};
+    Expr F = fold<Expr>(g, rules);
     int m = (int)atoms.size();
     if (m == 0) return {evaluate(F, [](int) { return 0.0; }), 0.0, "exact (deterministic)"};
     MatrixXd C(k_, m);
