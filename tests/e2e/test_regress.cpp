@@ -187,3 +187,20 @@ TEST_CASE("SIGINT and SIGTERM during a long converge: exit 130 / 143 at once, no
     for (const auto& e : fs::directory_iterator(d)) CHECK_MESSAGE(false, "left behind: " << e.path());
   }
 }
+
+// A seed fixes every number whatever the thread count (issue 14): the whole
+// JSON output of each command with randomness, byte for byte.
+TEST_CASE("the same seed gives byte-identical output with 1, 2 and 4 threads on run and converge") {
+  const std::vector<std::string> commands = {
+      "run programs/mlp_ntk.tp --width 200 --seeds 5 --seed 7 --json",
+      "run programs/wigner_moments.tp --width 300 --seeds 3 --float32 --json",
+      "converge programs/rnn_gp.tp --widths 64,128 --seeds 5 --json",
+  };
+  for (const auto& c : commands) {
+    auto one = run(c + " --threads 1");
+    INFO(c << "\n" << one.err);
+    REQUIRE(one.rc == 0);
+    CHECK(one.out.size() > 50);
+    for (int t : {2, 4}) CHECK(run(c + " --threads " + std::to_string(t)).out == one.out);
+  }
+}

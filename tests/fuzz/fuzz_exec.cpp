@@ -17,7 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.threads = 1;
   o.memory_limit = std::size_t(64) << 20;
   try {
-    auto r = netsor::exec::run(*p, o);
+    netsor::exec::RunResult r;
+    // As the command line does: deep expressions need the big stack.
+    netsor::run_on_big_stack([&] { r = netsor::exec::run(*p, o); });
     for (const auto& q : r.quantities)
       if (!std::isfinite(q.mean)) std::abort();
   } catch (const netsor::ProgramError& e) {
