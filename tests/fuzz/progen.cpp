@@ -39,12 +39,18 @@ struct Mat {
   int rows, cols;
 };
 
+struct Operator {
+  std::string name;
+  int dim;  // square, of this width
+};
+
 class Generator {
  public:
   Generator(std::uint64_t seed, const Options& o) : r_{seed * 0x2545F4914F6CDD1Dull + 1}, o_(o) {}
 
   std::string run() {
     declare();
+    if (o_.operators && r_.chance(0.35)) operators();
     int steps = 2 + r_.below(o_.max_matmuls + o_.max_nonlins - 1);
     int matmuls = 0;
     for (int i = 0; i < steps; ++i) {
@@ -69,6 +75,7 @@ class Generator {
   std::ostringstream out_;
   std::vector<Vec> vecs_;
   std::vector<Mat> mats_;
+  std::vector<Operator> ops_;
   std::vector<std::string> scalars_;
   int count_ = 0;
   bool has_m_ = false;
@@ -134,7 +141,38 @@ class Generator {
     }
   }
 
+  // Symmetric operators built from the matrices: X @ X.T, X.T @ diag(f(v)) @ X,
+  // a symmetrized square matrix plus a multiple of I. One may go to `spectrum`.
+  void operators() {
+    int count = 1 + r_.below(2);
+    for (int i = 0; i < count; ++i) {
+      const Mat& m = mats_[r_.below(static_cast<int>(mats_.size()))];
+      Operator op{fresh("S"), m.rows};
+      out_ << "operator " << op.name << " = ";
+      int form = r_.below(3);
+      if (form == 2 && m.rows != m.cols) form = 0;
+      if (form == 0) {
+        out_ << m.name << " @ " << m.name << ".T";
+      } else if (form == 1) {
+        op.dim = m.cols;
+        out_ << m.name << ".T @ diag(" << r_.pick(kNonlin) << "(" << vec_of(m.rows).name << ")) @ " << m.name;
+      } else {
+        out_ << "0.5 * (" << m.name << " + " << m.name << ".T) + " << r_.pick(kCoef) << " * I";
+      }
+      out_ << "\n";
+      if (r_.chance(0.3)) out_ << "spectrum " << op.name << "\n";
+      ops_.push_back(op);
+    }
+  }
+
   void matmul() {
+    if (!ops_.empty() && r_.chance(0.3)) {
+      const Operator& op = ops_[r_.below(static_cast<int>(ops_.size()))];
+      Vec v{fresh("h"), op.dim};
+      out_ << v.name << " = " << op.name << " @ " << vec_of(op.dim).name << "\n";
+      vecs_.push_back(v);
+      return;
+    }
     const Mat& m = mats_[r_.below(static_cast<int>(mats_.size()))];
     bool transposed = r_.chance(0.4);
     int in = transposed ? m.rows : m.cols, out = transposed ? m.cols : m.rows;
@@ -183,7 +221,9 @@ class Generator {
   void report() {
     std::string name = fresh("r");
     out_ << "report " << name << " = ";
-    if (!scalars_.empty() && r_.chance(0.25))
+    if (!ops_.empty() && r_.chance(0.05))  // the limit pass refuses tr(...) for now
+      out_ << "tr(" << ops_[r_.below(static_cast<int>(ops_.size()))].name << ")";
+    else if (!scalars_.empty() && r_.chance(0.25))
       out_ << scalars_[r_.below(static_cast<int>(scalars_.size()))] << " + " << moment();
     else
       out_ << moment();

@@ -18,6 +18,7 @@ struct Options {
   bool ratios = true;        // a second width m = r n and rectangular matrices
   bool orthogonal = true;    // occasionally a Haar-orthogonal matrix (the limit pass refuses it)
   bool loops_and_defs = true;
+  bool operators = true;     // `operator`, `spectrum`, `S @ v`, occasionally `tr(...)`
 };
 
 // The program for this seed: the same seed gives the same text on every machine.
