@@ -11,6 +11,8 @@
 
 namespace netsor {
 
+inline constexpr std::size_t kMaxWork = 10000000;  // statements and expressions lowered
+
 struct FrontendOptions {
   // -D NAME=value on the command line: constants visible to the program and to
   // every module it imports (a `const` of the same name in the file is an error).
@@ -18,6 +20,9 @@ struct FrontendOptions {
   // Where `import` looks after the importing file's folder. Empty: the stdlib
   // folder found next to the executable or in the source tree.
   std::string stdlib_dir;
+  // Statements and expressions lowered; the fuzz targets lower it so that one
+  // input stays inside their time budget.
+  std::size_t max_work = kMaxWork;
 };
 
 // Limits that keep hostile input from hanging or exhausting the machine.
@@ -25,7 +30,6 @@ inline constexpr std::size_t kMaxSourceBytes = 4u << 20;   // 4 MiB per file
 inline constexpr int kMaxNesting = 256;                    // ( [ { depth
 inline constexpr std::size_t kMaxStatementTokens = 20000;  // tokens per statement
 inline constexpr std::size_t kMaxInstructions = 2000000;   // after unrolling
-inline constexpr std::size_t kMaxWork = 10000000;          // statements and expressions lowered
 inline constexpr int kMaxCallDepth = 64;                   // nested def calls
 inline constexpr std::size_t kMaxExpressionSize = 200000;  // nodes of one expression, written out
 inline constexpr std::size_t kMaxExpressionDepth = 20000;  // levels of one expression, and of its lowering

@@ -387,6 +387,7 @@ int run_command(int argc, char** argv) {
 // Every pass recurses over the program's expressions: run them all, not just
 // the parser, on a stack sized for what the front end accepts.
 int main(int argc, char** argv) {
+  netsor::cli::install_signal_handlers();
   int status = kUsageError;
   netsor::run_on_big_stack([&] { status = run_command(argc, argv); });
   return status;

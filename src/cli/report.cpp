@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -437,14 +438,42 @@ namespace {
   throw ProgramError(d);
 }
 
+// The temporary being written, for the signal handler to remove: an
+// interrupted command leaves no partial file behind. A fixed buffer, because
+// the handler may call only async-signal-safe functions.
+char g_temp[4096];
+volatile std::sig_atomic_t g_temp_live = 0;
+
+void on_terminate(int sig) {
+  if (g_temp_live) ::unlink(g_temp);
+  static const char msg[] = "netsor: interrupted\n";
+  if (::write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+  }
+  ::_exit(128 + sig);
+}
+
 // A new file beside `path` (same folder, so that rename replaces `path` in one step).
 int open_temporary(const std::string& path, std::string& temp) {
   temp = path + ".XXXXXX";
   int fd = ::mkstemp(temp.data());
   if (fd < 0) cannot_write(path, errno);
+  if (temp.size() < sizeof g_temp) {
+    std::memcpy(g_temp, temp.c_str(), temp.size() + 1);
+    g_temp_live = 1;
+  }
   return fd;
 }
+
+void temporary_gone() { g_temp_live = 0; }
 }  // namespace
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_terminate;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
 
 void check_writable(const std::string& path) {
   std::error_code ec;
@@ -453,6 +482,7 @@ void check_writable(const std::string& path) {
   std::string temp;
   ::close(open_temporary(path, temp));
   ::unlink(temp.c_str());
+  temporary_gone();
 }
 
 void write_file(const std::string& path, const std::string& text) {
@@ -473,10 +503,9 @@ void write_file(const std::string& path, const std::string& text) {
   ::umask(mask);
   if (!error && ::chmod(temp.c_str(), 0666 & ~mask) != 0) error = errno;
   if (!error && std::rename(temp.c_str(), path.c_str()) != 0) error = errno;
-  if (error) {
-    ::unlink(temp.c_str());
-    cannot_write(path, error);
-  }
+  if (error) ::unlink(temp.c_str());
+  temporary_gone();
+  if (error) cannot_write(path, error);
 }
 
 }  // namespace netsor::cli

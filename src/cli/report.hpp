@@ -33,5 +33,8 @@ void check_writable(const std::string& path);
 // Writes a file through a temporary renamed over it, so a failure never leaves
 // a truncated file; throws ProgramError naming the path.
 void write_file(const std::string& path, const std::string& text);
+// SIGINT and SIGTERM end the command at once with status 130 / 143, removing a
+// temporary being written (so no truncated CSV, SVG or JSON is left).
+void install_signal_handlers();
 
 }  // namespace netsor::cli

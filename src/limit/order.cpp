@@ -133,6 +133,13 @@ Lead OrderAnalysis::call(const Expr& x, const Lead& a) {
   // randomness whatever f(0) is: its value is unknown, not 0.
   check_domain(f, a);
   if (a.zero() || (!a.random && is_zero_const(a.e) && a.order <= kTol)) {
+    // step and sign jump at 0: of a quantity that vanishes without being
+    // identically 0 (e.g. avg(v) * v, a fluctuation of either sign), they
+    // follow the sign of what vanishes, which the limit does not fix.
+    if (!a.zero() && (f == Fn::Step || f == Fn::Sign))
+      refuse(in_, std::string(fn_name(f)) + " of a quantity whose limit is 0 in '" + name(in_.out) +
+                      "': it jumps at 0, and its value follows the sign of a vanishing fluctuation",
+             "the limit is random or depends on finite-width detail; write the argument so that its limit is not 0");
     double f0 = apply_fn(f, 0.0);
     if (f0 != 0) return {netsor::constant(f0), 0.0};
     // f of exactly 0 is 0 at every order; f of a fluctuation (a value 0

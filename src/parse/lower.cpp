@@ -275,7 +275,7 @@ class Lowerer {
     return l.file + ":" + std::to_string(l.line) + ":" + std::to_string(l.col);
   }
   void tick(antlr4::ParserRuleContext* c) {
-    if (++work_ > kMaxWork)
+    if (++work_ > opts_.max_work)
       fail_at(c, "program too large after unrolling loops and expanding defs",
               "reduce loop ranges, or avoid defs that call others more than once per use");
   }

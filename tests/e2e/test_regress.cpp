@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
+#include <chrono>
+#include <csignal>
+
 #include <optional>
 #include <regex>
 
@@ -154,4 +157,50 @@ TEST_CASE("converge output files: checked before computing, replaced whole or no
   CHECK(slurp(d / "plot.svg").find("</svg>") != std::string::npos);
   CHECK(slurp(d / "table.csv").rfind("quantity,width,seeds,mean", 0) == 0);
   fs::remove_all(d);
+}
+
+// A signal mid-computation (issue 14): the command ends within a second with
+// 128 + the signal's number and leaves no output file, whole or partial.
+TEST_CASE("SIGINT and SIGTERM during a long converge: exit 130 / 143 at once, no output file") {
+  fs::path d = scratch() / "signals";
+  fs::create_directories(d);
+  for (int sig : {SIGINT, SIGTERM}) {
+    fs::path csv = d / ("out" + std::to_string(sig) + ".csv");
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::string prog = (kSrc / "programs/mup_mlp_train.tp").string(), out = csv.string();
+      ::execl(kBin.c_str(), kBin.c_str(), "converge", prog.c_str(), "--csv", out.c_str(), "--seeds", "8",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::usleep(1500 * 1000);  // well inside the limit pass (tens of seconds)
+    auto sent = std::chrono::steady_clock::now();
+    ::kill(pid, sig);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+    INFO("signal " << sig);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 128 + sig);
+    CHECK(waited < 1.0);
+    for (const auto& e : fs::directory_iterator(d)) CHECK_MESSAGE(false, "left behind: " << e.path());
+  }
+}
+
+// A seed fixes every number whatever the thread count (issue 14): the whole
+// JSON output of each command with randomness, byte for byte.
+TEST_CASE("the same seed gives byte-identical output with 1, 2 and 4 threads on run and converge") {
+  const std::vector<std::string> commands = {
+      "run programs/mlp_ntk.tp --width 200 --seeds 5 --seed 7 --json",
+      "run programs/wigner_moments.tp --width 300 --seeds 3 --float32 --json",
+      "converge programs/rnn_gp.tp --widths 64,128 --seeds 5 --json",
+  };
+  for (const auto& c : commands) {
+    auto one = run(c + " --threads 1");
+    INFO(c << "\n" << one.err);
+    REQUIRE(one.rc == 0);
+    CHECK(one.out.size() > 50);
+    for (int t : {2, 4}) CHECK(run(c + " --threads " + std::to_string(t)).out == one.out);
+  }
 }
