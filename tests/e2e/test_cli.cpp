@@ -169,6 +169,12 @@ TEST_CASE("run: the memory estimate is the measured peak") {
   // mlp_nngp.tp's n x n matrices are streamed (no storage); nngp.tp is the same
   // network without them, at a width where its vectors and the tape's registers
   // (the estimate once put mlp_nngp 1.5-2x below its peak) are what counts.
+#ifdef NETSOR_SANITIZED
+  // ASan's shadow memory, redzones and quarantine make the resident peak 2-3x
+  // what the same run needs in a Release build: the model is checked there.
+  MESSAGE("skipped under the sanitizers: the resident peak is not the program's");
+  return;
+#endif
   fs::path d = scratch();
   std::ofstream(d / "nngp.tp") << "input xi[1] = [1.0, 0.0, 0.5]\ninput xi[2] = [0.2, -1.0, 0.3]\n"
                                   "input xi[3] = [0.2, -1.0, 0.3]\ninput xi[4] = [-0.7, 0.4, 1.1]\n"
