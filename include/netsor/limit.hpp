@@ -28,12 +28,28 @@ namespace netsor::limit {
 //                 perturbed run takes another path.
 enum class Propagation { Perturbation, Bound };
 
+// Which evaluator computes the limit (netsor limit --method): the
+// deterministic rules per expectation (zcalculus.cpp, expectation.cpp), one
+// randomized point set for the whole program (sampled.cpp), or the choice by
+// the dimension of the program's integrals (Auto, docs/accuracy.md).
+enum class Method { Quadrature, Sampled, Auto };
+
 struct Options {
   double tol = 1e-12;             // relative target for quadrature
   bool force_quadrature = false;  // skip closed forms and exact Gaussian algebra
   std::uint64_t seed = 1;         // for randomized QMC in high dimension
   Propagation propagation = Propagation::Perturbation;
   std::uint64_t perturb = 0;      // internal: nonzero in the perturbed run (its seed)
+  // The sampled evaluator: M points per randomization (a power of 2; 0:
+  // doubling from 4096 until every report reaches `target` relative error or
+  // `budget` seconds are spent), R independent scrambles, error 3 s.e. over them.
+  Method method = Method::Quadrature;
+  int points = 0;
+  int randomizations = 16;
+  double target = 1e-4;
+  double budget = 60;
+  int threads = 0;  // 0: all cores; the numbers do not depend on it
+  std::function<void(const std::string&)> progress;  // sampled: what it is doing
 };
 
 // A value, its estimated absolute error, and how it was obtained:
@@ -126,6 +142,8 @@ struct Result {
   // (covariances, Zdot coefficients, moments): below ~1e-13 (closed forms,
   // exact algebra) there is nothing for error propagation to carry.
   double numeric_rel_error = 0;
+  // The sampled evaluator: "M x R points, target reached" or what it reached.
+  std::string sampling;
 };
 
 // Throws ProgramError for programs outside the master theorem's assumptions and

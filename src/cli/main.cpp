@@ -170,6 +170,45 @@ std::function<void(const std::string&)> verify_progress() {
   };
 }
 
+// --method and the sampled evaluator's settings (limit, converge).
+struct SampledFlags {
+  std::string method = "auto";
+  int points = 0, randomizations = 16;
+  double budget = 60, target = 1e-4;
+};
+
+void add_sampled_flags(CLI::App* sub, SampledFlags& f) {
+  sub->add_option("--method", f.method,
+                  "auto: sampled where the program's integrals exceed 4 dimensions; quadrature: the rules per "
+                  "expectation; sampled: one randomized point set for the whole program (docs/accuracy.md)")
+      ->check(CLI::IsMember({"auto", "quadrature", "sampled"}))
+      ->capture_default_str();
+  sub->add_option("--points", f.points, "sampled: points per randomization, a power of 2 (default: doubled from 4096 "
+                                        "until --tol or --budget)")
+      ->check(CLI::Range(2, 1 << 24) & CLI::Validator([](std::string& s) {
+                long v = std::stol(s);
+                return v > 0 && (v & (v - 1)) == 0 ? std::string() : "'" + s + "' is not a power of 2";
+              }, "POW2"));
+  sub->add_option("--randomizations", f.randomizations, "sampled: independent scrambles (error bar: 3 s.e. over them)")
+      ->check(CLI::Range(4, 1024))
+      ->capture_default_str();
+  sub->add_option("--budget", f.budget, "sampled: seconds the doubling of points may spend")
+      ->check(kFinite & CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+}
+
+// tol > 0: the user's --tol, the sampled evaluator's relative target.
+void sampled_options(const SampledFlags& f, netsor::limit::Options& o, double tol) {
+  o.method = f.method == "sampled" ? netsor::limit::Method::Sampled
+             : f.method == "quadrature" ? netsor::limit::Method::Quadrature : netsor::limit::Method::Auto;
+  o.points = f.points;
+  o.randomizations = f.randomizations;
+  o.budget = f.budget;
+  if (tol > 0) o.target = tol;
+  if (isatty(fileno(stderr)))
+    o.progress = [](const std::string& what) { std::cerr << "\r" << what << "   " << std::flush; };
+}
+
 int run_command(int argc, char** argv) {
   CLI::App app{"netsor: tensor programs, their infinite-width limits, and finite-width checks"};
   app.require_subcommand(1);
@@ -194,6 +233,8 @@ int run_command(int argc, char** argv) {
   limit->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
       ->check(kFinite & CLI::Range(1e-15, 1e-2))
       ->capture_default_str();
+  SampledFlags limit_s;
+  add_sampled_flags(limit, limit_s);
 
   Common run_o, conv_o;
   RunFlags run_f, conv_f;
@@ -208,6 +249,8 @@ int run_command(int argc, char** argv) {
   add_common(conv, conv_o);
   conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   add_run_flags(conv, conv_f);
+  SampledFlags conv_s;
+  add_sampled_flags(conv, conv_s);
   conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
   conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)")->check(kOutputFile);
 
@@ -271,6 +314,7 @@ int run_command(int argc, char** argv) {
       netsor::limit::Options lo;
       lo.force_quadrature = force_quadrature;
       lo.tol = tol;
+      sampled_options(limit_s, lo, limit->count("--tol") ? tol : 0.0);
       auto res = netsor::limit::compute(prog, lo);
       if (limit_o.json) std::cout << netsor::cli::limit_json(res).dump(2) << "\n";
       else std::cout << netsor::cli::limit_table(limit_o.file, res);
@@ -306,6 +350,7 @@ int run_command(int argc, char** argv) {
       o.widths = widths;
       std::sort(o.widths.begin(), o.widths.end());
       o.run = run_options(conv_f);
+      sampled_options(conv_s, o.limit, 0.0);
       auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };

@@ -52,6 +52,7 @@ std::string limit_table(const std::string& file, const limit::Result& r) {
     o << "  * computed from covariances and coefficients obtained by:\n";
     for (const auto& m : inputs) o << "      " << m << "\n";
   }
+  if (!r.sampling.empty()) o << "  sampled limit: " << r.sampling << "\n";
   o << "  (error: estimated absolute error, including what earlier estimates carry forward)\n";
   return o.str();
 }
@@ -69,6 +70,7 @@ nlohmann::json limit_json(const limit::Result& r) {
       j["quantities"][q.name]["coefficient"] = q.estimate.coefficient;
     }
   }
+  if (!r.sampling.empty()) j["sampling"] = r.sampling;
   return j;
 }
 

@@ -18,6 +18,7 @@
 #include "netsor/expr_walk.hpp"
 #include "netsor/limit.hpp"
 #include "order.hpp"
+#include "sampled.hpp"
 #include "zstate.hpp"
 
 namespace netsor::limit {
@@ -67,31 +68,7 @@ class ZCalculus {
   const std::string& name(VarId v) const { return p_.vars[v].name; }
   bool bound() const { return opt_.propagation == Propagation::Bound; }
 
-  // A report: a number only where its order of n is 0 and it is not a
-  // fluctuation; a vanishing report is 0 with its rate.
-  Quantity reported(const ir::Report& rep) const {
-    Estimate e = *s_.scalar[rep.var];
-    double k = s_.order[rep.var];
-    if (k > kTol && (s_.fluct[rep.var] || e.value == 0))
-      refuse(rep.loc, "report '" + rep.name + "' is n^" + fmt(k) +
-                 " times a quantity whose limit is 0: a fluctuation scale with no deterministic limit",
-             "it converges in law (or to 0), not to a number: measure it across seeds with netsor run");
-    if (k > kTol)
-      refuse(rep.loc, "unstable: report '" + rep.name + "' grows like n^" + fmt(k) + " (coefficient " + fmt(e.value) + ")",
-             "a quantity growing with the width has no limit; netsor abc shows which stability condition fails");
-    if (s_.random[rep.var] && k >= -kTol)
-      refuse(rep.loc, "report '" + rep.name + "' is a fluctuation (CLT scale, from '" + s_.random_why[rep.var] +
-                 "'): it has no deterministic limit",
-             "it converges in law, not to a number: measure it across seeds with netsor run, or center it (f - f0)");
-    if (k < -kTol) {
-      e.method = "vanishes like n^" + fmt(k) + " (coefficient " + fmt(e.value) + " by " + e.method + ")";
-      e.order = k;
-      e.coefficient = e.value;
-      e.value = 0;
-      e.abs_error = 0;
-    }
-    return {rep.name, e, rep.loc};
-  }
+  Quantity reported(const ir::Report& rep) const { return reported_quantity(s_, rep); }
 
   void set_leaf_z(VarId v, int leaf) {
     s_.Z[v] = var(leaf);
@@ -337,23 +314,7 @@ class ZCalculus {
     if (method.rfind("exact", 0) != 0) s_.src[v].insert(method);
   }
 
-  // The master theorem needs polynomially bounded nonlinearities (primer
-  // section 2): decided from the ranges of arguments (bounds.hpp), so that
-  // exp(tanh x) or log(1 + x^2) pass and exp(x) or 1/x do not. Records the
-  // range of a Nonlin's output for the instructions that use it.
-  void check_assumptions(const ir::Instr& in) {
-    std::string problem;
-    Range r = range_of(in.expr, [&](int id) {
-      if (p_.vars[id].kind != ir::VarKind::Scalar) return s_.range[id];
-      if (s_.scalar[id] && !s_.random[id]) return Range{s_.scalar[id]->value, s_.scalar[id]->value, false};
-      return Range{-INFINITY, INFINITY, false};
-    }, problem);
-    if (!problem.empty())
-      refuse(in, problem + " (in '" + name(in.out) + "')",
-             "the master theorem (primer section 2) covers polynomially bounded nonlinearities; "
-             "the finite-width executor (netsor run) still runs this program");
-    if (in.op == Op::Nonlin) s_.range[in.out] = r;
-  }
+  void check_assumptions(const ir::Instr& in) { check_bounded(p_, s_, in); }
 
   // The leading order of an instruction's expression (order.cpp).
   Lead lead(const ir::Instr& in, Carried& carried) const {
@@ -361,12 +322,7 @@ class ZCalculus {
     return order.lead(in.expr);
   }
 
-  // A vector that grows with n makes every later step blow up.
-  void check_vector_order(const ir::Instr& in) {
-    if (s_.order[in.out] > kTol)
-      refuse(in, "unstable: the coordinates of '" + name(in.out) + "' grow like n^" + fmt(s_.order[in.out]),
-             "this parametrization blows up as the width grows; netsor abc shows which condition fails");
-  }
+  void check_vector_order(const ir::Instr& in) { check_vector_growth(p_, s_, in); }
 
   // ---- Nonlin: Z^y = phi(Z^x...; scalar limits)
   void compute_nonlin(const ir::Instr& in) {
@@ -494,6 +450,8 @@ Result compute(const ir::Program& p, const Options& o) {
                "applied to vectors (S @ v) have limits now";
       throw ProgramError(d);
     }
+  if (o.method == Method::Sampled || (o.method == Method::Auto && integral_dimension(p) > kAutoDimension))
+    return compute_sampled(p, o);
   if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
   Result base = ZCalculus(p, o).run();
   if (base.numeric_rel_error < 1e-13) return base;  // closed forms and exact algebra only

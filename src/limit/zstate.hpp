@@ -65,4 +65,57 @@ inline std::string fmt(double v) {
   refuse(in.loc, msg, hint);
 }
 
+// Shared by the Z rules (zcalculus.cpp) and the sampled evaluator (sampled.cpp).
+
+// A report: a number only where its order of n is 0 and it is not a
+// fluctuation; a vanishing report is 0 with its rate.
+inline Quantity reported_quantity(const VarState& s, const ir::Report& rep) {
+  Estimate e = *s.scalar[rep.var];
+  double k = s.order[rep.var];
+  if (k > kTol && (s.fluct[rep.var] || e.value == 0))
+    refuse(rep.loc, "report '" + rep.name + "' is n^" + fmt(k) +
+               " times a quantity whose limit is 0: a fluctuation scale with no deterministic limit",
+           "it converges in law (or to 0), not to a number: measure it across seeds with netsor run");
+  if (k > kTol)
+    refuse(rep.loc, "unstable: report '" + rep.name + "' grows like n^" + fmt(k) + " (coefficient " + fmt(e.value) + ")",
+           "a quantity growing with the width has no limit; netsor abc shows which stability condition fails");
+  if (s.random[rep.var] && k >= -kTol)
+    refuse(rep.loc, "report '" + rep.name + "' is a fluctuation (CLT scale, from '" + s.random_why[rep.var] +
+               "'): it has no deterministic limit",
+           "it converges in law, not to a number: measure it across seeds with netsor run, or center it (f - f0)");
+  if (k < -kTol) {
+    e.method = "vanishes like n^" + fmt(k) + " (coefficient " + fmt(e.value) + " by " + e.method + ")";
+    e.order = k;
+    e.coefficient = e.value;
+    e.value = 0;
+    e.abs_error = 0;
+  }
+  return {rep.name, e, rep.loc};
+}
+
+// The master theorem needs polynomially bounded nonlinearities (primer
+// section 2): decided from the ranges of arguments (bounds.hpp), so that
+// exp(tanh x) or log(1 + x^2) pass and exp(x) or 1/x do not. Records the
+// range of a Nonlin's output for the instructions that use it.
+inline void check_bounded(const ir::Program& p, VarState& s, const ir::Instr& in) {
+  std::string problem;
+  Range r = range_of(in.expr, [&](int id) {
+    if (p.vars[id].kind != ir::VarKind::Scalar) return s.range[id];
+    if (s.scalar[id] && !s.random[id]) return Range{s.scalar[id]->value, s.scalar[id]->value, false};
+    return Range{-INFINITY, INFINITY, false};
+  }, problem);
+  if (!problem.empty())
+    refuse(in, problem + " (in '" + p.vars[in.out].name + "')",
+           "the master theorem (primer section 2) covers polynomially bounded nonlinearities; "
+           "the finite-width executor (netsor run) still runs this program");
+  if (in.op == ir::Op::Nonlin) s.range[in.out] = r;
+}
+
+// A vector that grows with n makes every later step blow up.
+inline void check_vector_growth(const ir::Program& p, const VarState& s, const ir::Instr& in) {
+  if (s.order[in.out] > kTol)
+    refuse(in, "unstable: the coordinates of '" + p.vars[in.out].name + "' grow like n^" + fmt(s.order[in.out]),
+           "this parametrization blows up as the width grows; netsor abc shows which condition fails");
+}
+
 }  // namespace netsor::limit
