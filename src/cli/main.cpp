@@ -175,6 +175,7 @@ struct SampledFlags {
   std::string method = "auto";
   int points = 0, randomizations = 16;
   double budget = 60, target = 1e-4;
+  std::uint64_t seed = 1;
 };
 
 void add_sampled_flags(CLI::App* sub, SampledFlags& f) {
@@ -195,6 +196,9 @@ void add_sampled_flags(CLI::App* sub, SampledFlags& f) {
   sub->add_option("--budget", f.budget, "sampled: seconds the doubling of points may spend")
       ->check(kFinite & CLI::Range(0.0, 1e6))
       ->capture_default_str();
+  sub->add_option("--sample-seed", f.seed, "sampled: the scrambles' seed (the same numbers for any thread count)")
+      ->check(kSeed)
+      ->capture_default_str();
 }
 
 // tol > 0: the user's --tol, the sampled evaluator's relative target.
@@ -204,6 +208,7 @@ void sampled_options(const SampledFlags& f, netsor::limit::Options& o, double to
   o.points = f.points;
   o.randomizations = f.randomizations;
   o.budget = f.budget;
+  o.seed = f.seed;
   if (tol > 0) o.target = tol;
   if (isatty(fileno(stderr)))
     o.progress = [](const std::string& what) { std::cerr << "\r" << what << "   " << std::flush; };
