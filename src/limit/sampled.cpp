@@ -179,6 +179,10 @@ class Sampler {
       if (in.expr)
         for (int id : free_vars(in.expr)) last_[id] = (int)i;
     }
+    drop_at_.resize(p_.instrs.size());
+    for (std::size_t v = 0; v < p_.vars.size(); ++v)
+      if (p_.vars[v].def >= 0 && p_.vars[v].kind != ir::VarKind::Scalar && !keep_[v])
+        drop_at_[std::max(last_[v], p_.vars[v].def)].push_back((VarId)v);
   }
 
   Result run() {
@@ -234,6 +238,7 @@ class Sampler {
   std::vector<bool> varies_;                  // the scalar's value differs across randomizations
   std::vector<bool> keep_;                    // MatMul arguments: kept to the end
   std::vector<int> last_;                     // the last instruction that reads a vector
+  std::vector<std::vector<VarId>> drop_at_;  // the vectors to release after each instruction
   std::vector<bool> init_done_;
   std::vector<Family> fam_;
   std::map<std::pair<VarId, bool>, int> fam_of_;
@@ -472,20 +477,15 @@ class Sampler {
     for (int id : free_vars(p_.instrs[d].expr)) {
       if (p_.vars[id].kind == ir::VarKind::Scalar || last_[id] >= until) continue;
       last_[id] = until;
+      drop_at_[until].push_back(id);
       if (s_.has_lower[id]) keep_inputs(id, until);
     }
   }
 
   // Release the vectors no later instruction reads.
   void release(int i) {
-    const auto& in = p_.instrs[i];
-    auto drop = [&](int id) {
-      if (id >= 0 && !keep_[id] && last_[id] <= i && p_.vars[id].kind != ir::VarKind::Scalar)
-        Z_[id] = Eigen::ArrayXd();
-    };
-    drop(in.arg);
-    if (in.expr)
-      for (int id : free_vars(in.expr)) drop(id);
+    for (VarId v : drop_at_[i])
+      if (last_[v] <= i) Z_[v] = Eigen::ArrayXd();
   }
 
   void set_scalar(VarId v, std::vector<double> vals, Estimate e) {
