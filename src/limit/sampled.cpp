@@ -268,6 +268,15 @@ class Sampler {
   std::vector<Family> fam_;
   std::map<std::pair<VarId, bool>, int> fam_of_;
   int dims_ = 0;  // Sobol coordinates used
+  // Released arrays, reused: a fresh allocation of M R doubles is fresh pages
+  // from the kernel, whose zeroing cost more than the arithmetic at large M.
+  std::vector<Eigen::ArrayXd> spare_;
+  Eigen::ArrayXd fresh() {
+    if (spare_.empty()) return Eigen::ArrayXd(N_);
+    Eigen::ArrayXd a = std::move(spare_.back());
+    spare_.pop_back();
+    return a;
+  }
   std::string method_;
 
   const std::string& name(VarId v) const { return p_.vars[v].name; }
@@ -278,7 +287,7 @@ class Sampler {
     int d = dims_++;
     if (d >= (int)boost::random::detail::qrng_tables::sobol::max_dimension)
       throw std::runtime_error("the sampled evaluator has Sobol coordinates for 3667 Gaussian leaves; this program has more");
-    Eigen::ArrayXd out(N_);
+    Eigen::ArrayXd out = fresh();
     pool_.each(nchunks_, [&](int c) {
       int r = block(c);
       std::uint32_t begin = std::uint32_t(std::size_t(c) * chunk_ - std::size_t(r) * M_);
@@ -374,11 +383,12 @@ class Sampler {
     int m = (int)F.members.size();
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(F.cov);
     Eigen::MatrixXd A = es.eigenvectors() * es.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
-    for (int i = 0; i < m; ++i) Z_[F.members[i]] = Eigen::ArrayXd::Constant(N_, F.mean(i));
+    for (int i = 0; i < m; ++i) Z_[F.members[i]] = fresh().setConstant(F.mean(i));
     for (int j = 0; j < m; ++j) {
       Eigen::ArrayXd xi = normals();
       for (int i = 0; i < m; ++i)
         if (A(i, j) != 0) Z_[F.members[i]] += A(i, j) * xi;
+      spare_.push_back(std::move(xi));
     }
   }
 
@@ -464,7 +474,7 @@ class Sampler {
     F.arg.push_back(in.arg);
     std::vector<const Eigen::ArrayXd*> y;
     for (int j = 0; j < kg; ++j) y.push_back(&z_of(fam_[g].arg[j]));
-    Eigen::ArrayXd out(N_);
+    Eigen::ArrayXd out = fresh();
     pool_.each(nchunks_, [&](int c) {
       int r = block(c);
       std::size_t at = std::size_t(c) * chunk_;
@@ -489,7 +499,7 @@ class Sampler {
     if (l.random) OrderAnalysis::refuse_random(p_, in, l);
     if (s_.has_lower[in.out]) keep_inputs(in.out, last_[in.out]);
     if (l.zero()) return;
-    Eigen::ArrayXd out(N_);
+    Eigen::ArrayXd out = fresh();
     evaluate(leads(in, l), [&](int c, const Eigen::ArrayXd& v) { out.segment(std::size_t(c) * chunk_, chunk_) = v; });
     Z_[in.out] = std::move(out);
   }
@@ -511,7 +521,10 @@ class Sampler {
   // Release the vectors no later instruction reads.
   void release(int i) {
     for (VarId v : drop_at_[i])
-      if (last_[v] <= i) Z_[v] = Eigen::ArrayXd();
+      if (last_[v] <= i && Z_[v].size()) {
+        spare_.push_back(std::move(Z_[v]));
+        Z_[v] = Eigen::ArrayXd();
+      }
   }
 
   void set_scalar(VarId v, std::vector<double> vals, Estimate e) {
