@@ -8,7 +8,7 @@ Run the parts one at a time (each a few minutes, on a quiet machine):
   train   programs/mup_mlp_train.tp (muP, 2 hidden layers, 2 inputs, T = 3):
           --method quadrature against the sampled path at the smallest M
           (doubling from 4096) that brings every f_t to <= 1e-4 relative error
-  big     programs/mup_mlp3_train.tp (3 hidden layers, 4 inputs, T = 10): the
+  big     bench/mup_mlp3_train.tp (3 hidden layers, 4 inputs, T = 10): the
           error reached per M and the time
   grid    time to 1e-3 relative error on f_T (K = 2 inputs) for T = 1..10 and
           L = 1..3, and the fitted exponent of time against T * L
@@ -76,7 +76,7 @@ def part_train():
 
 
 def part_big():
-    f = "programs/mup_mlp3_train.tp"
+    f = "bench/mup_mlp3_train.tp"
     for m in (4096, 8192, 16384, 32768):
         q, dt = netsor(["--method", "sampled", "--points", str(m)], f)
         fk = [k for k in q if k.startswith("f_t")]
@@ -89,7 +89,7 @@ def part_big():
 def part_grid():
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for L in (1, 2, 3):
+        for L in ARGS.layers:
             for T in (1, 2, 4, 7, 10):
                 f = os.path.join(d, f"g{L}_{T}.tp")
                 open(f, "w").write(program(L, T))
@@ -97,6 +97,8 @@ def part_grid():
                 err = worst_rel(q, ["fT[1]", "fT[2]"])
                 rows.append((L, T, m, dt, err))
                 print(f"L = {L} T = {T:2}: M = {m:6} x 16, {dt:6.2f} s, worst rel. error {err:.1e}", flush=True)
+    for r in rows:
+        print("row", *r)
     x = np.log([L * T for L, T, *_ in rows])
     y = np.log([r[3] for r in rows])
     slope = np.polyfit(x, y, 1)[0]
@@ -143,5 +145,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("part", choices=["train", "big", "grid", "numpy"])
     ap.add_argument("--netsor", default=os.path.join(ROOT, "build", "netsor"))
+    ap.add_argument("--layers", default=[1, 2, 3], type=lambda s: [int(v) for v in s.split(",")],
+                    help="grid: the L to run (e.g. 1,2 then 3, to keep each run short)")
     ARGS = ap.parse_args()
     {"train": part_train, "big": part_big, "grid": part_grid, "numpy": part_numpy}[ARGS.part]()

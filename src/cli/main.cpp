@@ -180,7 +180,7 @@ struct SampledFlags {
 
 void add_sampled_flags(CLI::App* sub, SampledFlags& f) {
   sub->add_option("--method", f.method,
-                  "auto: sampled where the program's integrals exceed 4 dimensions; quadrature: the rules per "
+                  "auto: sampled where the program's integrals exceed 12 dimensions; quadrature: the rules per "
                   "expectation; sampled: one randomized point set for the whole program (docs/accuracy.md)")
       ->check(CLI::IsMember({"auto", "quadrature", "sampled"}))
       ->capture_default_str();

@@ -14,8 +14,13 @@ namespace netsor::limit {
 int integral_dimension(const ir::Program& p);
 
 // Method::Auto takes the sampled evaluator for programs whose integrals have
-// more dimensions than this (docs/accuracy.md gives the measurements).
-constexpr int kAutoDimension = 4;
+// more dimensions than this (docs/accuracy.md gives the measurements): the
+// count is of leaves, an upper bound of an integral's dimension, and the
+// deterministic path stays with what it does exactly or to ~1e-6 (the
+// calibration suite's 1-8 Gaussians, programs/ntk_mlp_train.tp at 11, exact
+// to 1e-15); muP training (programs/mup_mlp_train.tp, 14) is faster and
+// more accurate sampled.
+constexpr int kAutoDimension = 12;
 
 // The limit from o.points points per randomization, or, with o.points == 0,
 // from 4096 points doubled until o.target or o.budget (Result::sampling says

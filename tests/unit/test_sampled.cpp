@@ -68,7 +68,7 @@ TEST_CASE("sampled: a scrambled coordinate keeps one point in each of the 2^m ce
   }
 }
 
-TEST_CASE("sampled: --method auto takes the sampled path only for integrals above 4 dimensions") {
+TEST_CASE("sampled: --method auto takes the sampled path only for integrals above 12 dimensions") {
   // Linear: exact Gaussian algebra, no integral.
   CHECK(dimension_of("matrix W[n, n] : gaussian(var=1)\nvector x : gaussian(var=1)\n"
                      "y = W @ x\nz = W.T @ y\nreport r = avg(z * x)\n") == 0);
@@ -77,6 +77,9 @@ TEST_CASE("sampled: --method auto takes the sampled path only for integrals abov
                      "h1 = W @ relu(x1)\nh2 = W @ relu(x2)\nreport K = avg(relu(h1) * relu(h2))\n") <= 4);
   auto train = netsor::compile_file(std::string(NETSOR_SOURCE_DIR) + "/programs/mup_mlp_train.tp");
   CHECK(netsor::limit::integral_dimension(train) > netsor::limit::kAutoDimension);
+  // NTK training: exact algebra and closed forms to 1e-15 (issue 8); it stays.
+  auto ntk = netsor::compile_file(std::string(NETSOR_SOURCE_DIR) + "/programs/ntk_mlp_train.tp");
+  CHECK(netsor::limit::integral_dimension(ntk) <= netsor::limit::kAutoDimension);
 }
 
 TEST_CASE("sampled: error bars cover closed forms (relu and erf kernels, transpose corrections)") {
