@@ -199,3 +199,24 @@ TEST_CASE("run: the memory estimate is the measured peak") {
   }
   fs::remove_all(d);
 }
+
+TEST_CASE("limit --method: sampled names its points, quadrature stays, bad settings exit 2") {
+  auto s = run("limit programs/transpose_correction.tp --json --method sampled --points 1024 --sample-seed 3");
+  REQUIRE(s.rc == 0);
+  auto js = nlohmann::json::parse(s.out);
+  CHECK(js["sampling"].get<std::string>().find("1024 x 16") != std::string::npos);
+  for (const auto& [name, q] : js["quantities"].items())
+    CHECK(q["method"].get<std::string>().find("M = 1024 points x R = 16 randomizations") != std::string::npos);
+  auto q = run("limit programs/transpose_correction.tp --json --method quadrature");
+  REQUIRE(q.rc == 0);
+  CHECK(!nlohmann::json::parse(q.out).contains("sampling"));
+  // The same seed, the same numbers (the run is deterministic).
+  CHECK(run("limit programs/transpose_correction.tp --json --method sampled --points 1024 --sample-seed 3").out == s.out);
+  CHECK(run("limit programs/transpose_correction.tp --method sampled --points 1000").rc == 2);
+  CHECK(run("limit programs/transpose_correction.tp --method montecarlo").rc == 2);
+  CHECK(run("limit programs/transpose_correction.tp --method sampled --randomizations 1").rc == 2);
+  // --tol drives the points: a loose target is reached at the first M and says so.
+  auto t = run("limit programs/transpose_correction.tp --method sampled --tol 1e-2");
+  CHECK(t.rc == 0);
+  CHECK(t.out.find("reached") != std::string::npos);
+}
