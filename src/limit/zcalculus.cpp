@@ -376,6 +376,11 @@ class ZCalculus {
     Expr e = l.e;
     s_.order[in.out] = l.order;
     s_.has_lower[in.out] = !same(l.e, in.expr);
+    // A vector whose leading term is 0 without being 0 to every order (e.g.
+    // avg(v) * v): like a fluctuation-scale scalar, its later uses see a value
+    // 0 of unknown sign (OrderAnalysis::variable), so step/sign of it is refused.
+    double c0;
+    s_.fluct[in.out] = !l.zero() && is_const(l.e, &c0) && c0 == 0;
     check_vector_order(in);
     if (l.random) OrderAnalysis::refuse_random(p_, in, l);
     for (const auto& m : carried.sources) note(in.out, m);
