@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace netsor {
 
@@ -23,6 +24,12 @@ struct Diagnostic {
 
 // "file:3:9: error: message\n    3 | text\n      |   ^~~\nhint: ..."
 std::string format(const Diagnostic& d);
+
+// The front end remembers the lines of every source file it has read, so that
+// an error found later, by a pass that sees only the IR (the limit pass, the
+// executor), still shows the line and the caret: ProgramError fills
+// Diagnostic::source_line from here when the pass left it empty.
+void remember_source_lines(const std::string& file, const std::vector<std::string>& lines);
 
 // Thrown by every pass for an error in the user's program (exit status 1).
 class ProgramError : public std::runtime_error {

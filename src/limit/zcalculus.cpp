@@ -424,7 +424,12 @@ class ZCalculus {
     Expr e = l.e;
     Estimate est;
     if (!opt_.force_quadrature && g_.exact_moment(e, est)) {
-      // exact covariance algebra over affine Z's
+      // Exact covariance algebra over affine Z's. Long linear iterations can
+      // grow past double range (0.5^T Catalan(T) at T = 2000 is ~1e600):
+      // refuse instead of printing the inf - inf = NaN that follows.
+      if (!std::isfinite(est.value) || !std::isfinite(est.abs_error))
+        refuse(in, "the limit of '" + name(in.out) + "' is beyond double precision",
+               "the program's covariances overflow 1.8e308; rescale the iteration (e.g. normalize each step)");
     } else {
       est = expect(substitute(e, [&](int id) { return s_.Z[id]; }), in, name(in.out));
     }
