@@ -41,6 +41,13 @@ class ProgramError : public std::runtime_error {
   Diagnostic diag_;
 };
 
+// A broken invariant inside netsor (e.g. ir::verify after lowering): a bug, not
+// the user's error (exit status 3).
+class InternalError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
 // An error in how netsor was invoked that shows only once the program is read,
 // such as a -D naming no constant of it (exit status 2, like other usage errors).
 class UsageError : public std::runtime_error {

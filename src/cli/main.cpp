@@ -20,7 +20,7 @@
 
 namespace {
 
-constexpr int kOk = 0, kProgramError = 1, kUsageError = 2;
+constexpr int kOk = 0, kProgramError = 1, kUsageError = 2, kInternalError = 3;
 
 bool use_color() { return isatty(fileno(stderr)) && !std::getenv("NO_COLOR"); }
 
@@ -376,8 +376,9 @@ int run_command(int argc, char** argv) {
     std::cerr << "netsor: out of memory\n";
     return kProgramError;
   } catch (const std::exception& e) {
-    std::cerr << "netsor: internal error: " << e.what() << "\n";
-    return kProgramError;
+    // Anything else is netsor's bug, never the program's: say so, apart from 1.
+    std::cerr << "netsor: internal error (a bug in netsor; please report it with the program): " << e.what() << "\n";
+    return kInternalError;
   }
   return kUsageError;
 }

@@ -1482,6 +1482,7 @@ ir::Program compile(std::function<parse::SourceFile()> read, const FrontendOptio
     Lowerer l(o);
     result = l.run(std::move(pf));
   });
+  ir::verify(result);
   return result;
 }
 
