@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "coordcheck.hpp"
+#include "report.hpp"
 
 namespace netsor::cli {
 namespace {
@@ -29,12 +30,6 @@ std::string escape(const std::string& s) {
     }
   }
   return o;
-}
-
-std::string num(double v, int prec) {
-  std::ostringstream s;
-  s << std::setprecision(prec) << v;
-  return s.str();
 }
 
 // Ten well-separated colours, then hues around the circle by the golden angle

@@ -16,9 +16,12 @@
 #include "netsor/limit.hpp"
 #include "coordcheck.hpp"
 #include "report.hpp"
+#include "sweep.hpp"
 #include "spectrum.hpp"
 
 namespace {
+
+using netsor::cli::finite_number;
 
 constexpr int kOk = 0, kProgramError = 1, kUsageError = 2, kInternalError = 3;
 
@@ -42,18 +45,12 @@ struct Common {
 void add_common(CLI::App* sub, Common& c) {
   sub->add_option("file", c.file, "the .tp program")->required();
   sub->add_flag("--json", c.json, "machine-readable output");
-  sub->add_option("-D,--define", c.defines, "NAME=value: set a constant (overrides `const NAME = ...`)");
-}
-
-// The whole of s is a finite decimal number (not nan, inf or 1e999).
-bool finite_number(const std::string& s, double& v) {
-  std::size_t used = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return used == s.size() && std::isfinite(v);
+  sub->add_option("-D,--define", c.defines,
+                  "NAME=value: set a constant (overrides `const NAME = ...`); limit, run and converge also sweep "
+                  "NAME=a,b,c or NAME=FROM:TO:COUNT[:log] (several make a grid)")
+      // One NAME=value per -D, repeatable: otherwise `-D a=1 prog.tp` would take
+      // the file as a second definition.
+      ->allow_extra_args(false);
 }
 
 // CLI11 range checks let nan through (every comparison with it is false).
@@ -89,16 +86,14 @@ const CLI::Validator kOutputFile(
     },
     "PATH");
 
+// The -D constants of a command that takes no sweep.
 netsor::FrontendOptions options_of(const Common& c) {
+  auto sweep = netsor::cli::parse_defines(c.defines);
+  if (!sweep.axes.empty())
+    throw netsor::UsageError("-D " + sweep.axes[0].name + ": sweeps (NAME=a,b,c or NAME=FROM:TO:COUNT) work with " +
+                             "limit, run and converge");
   netsor::FrontendOptions o;
-  for (const auto& d : c.defines) {
-    auto eq = d.find('=');
-    if (eq == std::string::npos || eq == 0) throw CLI::ValidationError("-D", "expected NAME=value, got '" + d + "'");
-    double v;
-    if (!finite_number(d.substr(eq + 1), v))
-      throw CLI::ValidationError("-D", "the value of '" + d.substr(0, eq) + "' is not a finite number");
-    o.defines[d.substr(0, eq)] = v;
-  }
+  o.defines = sweep.fixed;
   return o;
 }
 
@@ -200,6 +195,9 @@ int run_command(int argc, char** argv) {
   std::int64_t width = 1024;
   auto* run = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
   add_common(run, run_o);
+  std::string limit_csv, run_csv;
+  limit->add_option("--csv", limit_csv, "write the values as CSV (one row per point of a sweep)")->check(kOutputFile);
+  run->add_option("--csv", run_csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
   run->add_option("--width", width, "the width n")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))->capture_default_str();
   add_run_flags(run, run_f);
   std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
@@ -267,14 +265,14 @@ int run_command(int argc, char** argv) {
       return kOk;
     }
     if (limit->parsed()) {
-      auto prog = netsor::compile_file(limit_o.file, options_of(limit_o));
       netsor::limit::Options lo;
       lo.force_quadrature = force_quadrature;
       lo.tol = tol;
-      auto res = netsor::limit::compute(prog, lo);
-      if (limit_o.json) std::cout << netsor::cli::limit_json(res).dump(2) << "\n";
-      else std::cout << netsor::cli::limit_table(limit_o.file, res);
-      return kOk;
+      return netsor::cli::run_sweep(limit_o.file, "limit", netsor::cli::parse_defines(limit_o.defines), {},
+                                    [&](const netsor::ir::Program& prog) {
+                                      return netsor::cli::limit_point(limit_o.file, netsor::limit::compute(prog, lo));
+                                    },
+                                    limit_o.json, limit_csv);
     }
     if (derive->parsed()) {
       auto prog = netsor::compile_file(derive_o.file, options_of(derive_o));
@@ -285,27 +283,34 @@ int run_command(int argc, char** argv) {
     }
     if (run->parsed()) {
       auto o = run_options(run_f);
-      auto prog = netsor::compile_file(run_o.file, options_of(run_o));
       o.width = width;
-      Progress bar;
-      o.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
-      auto r = netsor::exec::run(prog, o);
-      bar.clear();
-      if (run_o.json) {
-        nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
-        for (const auto& q : r.quantities)
-          j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}, {"sd", q.sd}, {"per_seed", q.per_seed}};
-        std::cout << j.dump(2) << "\n";
-      } else {
-        std::cout << netsor::cli::run_table(run_o.file, r);
-      }
-      return kOk;
+      auto sweep = netsor::cli::parse_defines(run_o.defines);
+      return netsor::cli::run_sweep(run_o.file, "run", sweep, {},
+                                    [&](const netsor::ir::Program& prog) {
+                                      Progress bar;
+                                      auto one = o;
+                                      if (sweep.axes.empty())
+                                        one.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
+                                      auto r = netsor::exec::run(prog, one);
+                                      bar.clear();
+                                      return netsor::cli::run_point(run_o.file, r);
+                                    },
+                                    run_o.json, run_csv);
     }
     if (conv->parsed()) {
       netsor::exec::ConvergeOptions o;
       o.widths = widths;
       std::sort(o.widths.begin(), o.widths.end());
       o.run = run_options(conv_f);
+      auto sweep = netsor::cli::parse_defines(conv_o.defines);
+      if (!sweep.axes.empty()) {
+        if (!plot_path.empty()) throw netsor::UsageError("--plot draws one program; a sweep writes its table with --csv");
+        return netsor::cli::run_sweep(conv_o.file, "converge", sweep, {},
+                                      [&](const netsor::ir::Program& prog) {
+                                        return netsor::cli::converge_point(netsor::exec::converge(prog, o));
+                                      },
+                                      conv_o.json, csv_path);
+      }
       auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
