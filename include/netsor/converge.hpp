@@ -46,8 +46,4 @@ struct ConvergeResult {
 
 ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o);
 
-// Log-log plot of rmse against width with the n^{-1/2} guide line: a
-// self-contained SVG document.
-std::string svg_plot(const ConvergeResult& r, const std::string& title);
-
 }  // namespace netsor::exec

@@ -15,6 +15,7 @@
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
 #include "coordcheck.hpp"
+#include "plot.hpp"
 #include "report.hpp"
 #include "sweep.hpp"
 #include "spectrum.hpp"
@@ -207,7 +208,10 @@ int run_command(int argc, char** argv) {
   conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   add_run_flags(conv, conv_f);
   conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
-  conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)")->check(kOutputFile);
+  conv->add_option("--plot", plot_path, "write a plot (SVG): errors against width, and each quantity against its limit")
+      ->check(kOutputFile);
+  std::vector<std::string> conv_only;
+  conv->add_option("--only", conv_only, "only these reports (names as the table prints them)");
 
   Common spec_o;
   RunFlags spec_f;
@@ -306,12 +310,14 @@ int run_command(int argc, char** argv) {
       if (!sweep.axes.empty()) {
         if (!plot_path.empty()) throw netsor::UsageError("--plot draws one program; a sweep writes its table with --csv");
         return netsor::cli::run_sweep(conv_o.file, "converge", sweep, {},
-                                      [&](const netsor::ir::Program& prog) {
+                                      [&](netsor::ir::Program prog) {
+                                        netsor::cli::keep_reports(prog, conv_only);
                                         return netsor::cli::converge_point(netsor::exec::converge(prog, o));
                                       },
                                       conv_o.json, csv_path);
       }
       auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
+      netsor::cli::keep_reports(prog, conv_only);
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
       auto r = netsor::exec::converge(prog, o);
@@ -321,7 +327,7 @@ int run_command(int argc, char** argv) {
       else std::cout << netsor::cli::converge_table(conv_o.file, r);
       std::cout.flush();
       if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
-      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
+      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::cli::converge_svg(r, conv_o.file));
       return kOk;
     }
     if (spec->parsed())

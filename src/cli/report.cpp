@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cmath>
@@ -262,6 +263,16 @@ std::string run_table(const std::string& file, const exec::RunResult& r) {
     o << "  " << std::left << std::setw(w) << q.name << "  " << std::setw(22) << num(q.mean, 12) << "  " << std::setw(9)
       << err(q.sem) << "  " << err(q.sd) << "\n";
   return o.str();
+}
+
+void keep_reports(ir::Program& p, const std::vector<std::string>& only) {
+  if (only.empty()) return;
+  std::string names;
+  for (const auto& r : p.reports) names += (names.empty() ? "" : ", ") + r.name;
+  for (const auto& n : only)
+    if (std::none_of(p.reports.begin(), p.reports.end(), [&](const ir::Report& r) { return r.name == n; }))
+      throw UsageError("--only " + n + ": the program reports no '" + n + "' (its reports: " + names + ")");
+  std::erase_if(p.reports, [&](const ir::Report& r) { return std::find(only.begin(), only.end(), r.name) == only.end(); });
 }
 
 nlohmann::json run_json(const exec::RunResult& r) {

@@ -32,6 +32,9 @@ std::string abc_verify_text(const abc::Parametrization& p, const abc::Verdict& v
                             const std::function<void(const std::string&)>& progress);
 nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict& v,
                                const std::function<void(const std::string&)>& progress);
+// Keeps only the reports named in `only` (all when empty); a name the program
+// does not report is a UsageError listing those it does.
+void keep_reports(ir::Program& p, const std::vector<std::string>& only);
 // Throws ProgramError naming the path unless write_file(path, ...) can create
 // its temporary and replace the file: checked before a long computation.
 void check_writable(const std::string& path);

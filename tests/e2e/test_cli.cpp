@@ -199,3 +199,29 @@ TEST_CASE("run: the memory estimate is the measured peak") {
   }
   fs::remove_all(d);
 }
+
+TEST_CASE("converge --plot: an error panel and one panel per quantity, escaped text, and --only") {
+  fs::path d = scratch() / "plot";
+  fs::create_directories(d);
+  fs::copy_file(kSrc / "programs/transpose_correction.tp", d / "a&b<c>.tp", fs::copy_options::overwrite_existing);
+  auto r = run("converge 'a&b<c>.tp' --widths 128,256 --seeds 2 --plot p.svg", d);
+  REQUIRE(r.rc == 0);
+  std::string svg = slurp(d / "p.svg");
+  CHECK(svg.find("a&amp;b&lt;c&gt;.tp") != std::string::npos);
+  CHECK(svg.find("a&b<c") == std::string::npos);
+  CHECK(svg.find("rms error over seeds") != std::string::npos);
+  CHECK(svg.find("n^-1/2 guide") != std::string::npos);
+  // One small panel (a frame and a limit line) per reported quantity.
+  auto lines = [&](const std::string& s) {
+    std::size_t n = 0;
+    for (auto at = s.find("<title>limit "); at != std::string::npos; at = s.find("<title>limit ", at + 1)) ++n;
+    return n;
+  };
+  CHECK(lines(svg) == 2);  // reports c and d
+  r = run("converge 'a&b<c>.tp' --widths 128,256 --seeds 2 --only d --plot q.svg", d);
+  REQUIRE(r.rc == 0);
+  CHECK(lines(slurp(d / "q.svg")) == 1);
+  CHECK(r.out.find("\nd   limit") != std::string::npos);
+  CHECK(r.out.find("\nc   limit") == std::string::npos);
+  expect_usage_error(run("converge 'a&b<c>.tp' --only nope", d), "--only nope: the program reports no 'nope' (its reports: c, d)");
+}
