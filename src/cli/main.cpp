@@ -2,6 +2,7 @@
 // 2 usage error.
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -146,13 +147,21 @@ netsor::exec::Options run_options(const RunFlags& f) {
 }
 
 // A progress bar on stderr, only when it is a terminal.
+// A progress bar on stderr, only when it is a terminal: seeds done of the
+// width's total, and the time left at the rate so far (per `what`: a width).
 struct Progress {
   bool on = isatty(fileno(stderr));
-  void show(const std::string& what, int done, int total) const {
+  std::string current;
+  std::chrono::steady_clock::time_point start;
+  void show(const std::string& what, int done, int total) {
     if (!on) return;
+    auto now = std::chrono::steady_clock::now();
+    if (what != current) current = what, start = now;
+    double spent = std::chrono::duration<double>(now - start).count();
     int w = 30, k = total ? done * w / total : w;
-    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total
-              << "   " << std::flush;
+    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total;
+    if (done > 0 && done < total) std::cerr << ", about " << int(std::ceil(spent / done * (total - done))) << " s left";
+    std::cerr << "      " << std::flush;
   }
   void clear() const {
     if (on) std::cerr << "\r" << std::string(78, ' ') << "\r" << std::flush;

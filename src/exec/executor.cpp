@@ -671,6 +671,7 @@ RunResult run(const ir::Program& p, const Options& o) {
       }
     }
   };
+  if (o.progress) o.progress(0, o.seeds);  // the start, for the time left
   std::vector<std::thread> pool;
   for (int i = 1; i < concurrent; ++i) pool.emplace_back(worker);
   worker();
