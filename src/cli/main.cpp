@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -136,6 +138,19 @@ void add_run_flags(CLI::App* sub, RunFlags& f) {
           "BYTES"));
 }
 
+// --max-seconds: refuse, before starting, runs predicted to take longer.
+void check_time(double predicted, double max_seconds, const std::string& file, const std::string& what) {
+  if (max_seconds <= 0 || predicted <= max_seconds) return;
+  netsor::Diagnostic d;
+  d.loc.file = file;
+  std::ostringstream m;
+  m << what << " predicted to take about " << std::setprecision(3) << predicted << " s, over --max-seconds "
+    << max_seconds << " (from pilot runs of one seed at small widths, scaled as n^2)";
+  d.message = m.str();
+  d.hint = "use fewer --seeds or smaller widths, or raise --max-seconds";
+  throw netsor::ProgramError(d);
+}
+
 netsor::exec::Options run_options(const RunFlags& f) {
   netsor::exec::Options o;
   o.seeds = f.seeds;
@@ -206,6 +221,9 @@ int run_command(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
   add_common(run, run_o);
   std::string limit_csv, run_csv;
+  double run_max_seconds = 0, conv_max_seconds = 0;
+  run->add_option("--max-seconds", run_max_seconds, "refuse before starting if the runs are predicted to take longer")
+      ->check(kFinite & CLI::PositiveNumber);
   limit->add_option("--csv", limit_csv, "write the values as CSV (one row per point of a sweep)")->check(kOutputFile);
   run->add_option("--csv", run_csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
   run->add_option("--width", width, "the width n")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))->capture_default_str();
@@ -217,6 +235,9 @@ int run_command(int argc, char** argv) {
   conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
   add_run_flags(conv, conv_f);
   conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
+  conv->add_option("--max-seconds", conv_max_seconds,
+                   "refuse before starting if the finite-width runs are predicted to take longer")
+      ->check(kFinite & CLI::PositiveNumber);
   conv->add_option("--plot", plot_path, "write a plot (SVG): errors against width, and each quantity against its limit")
       ->check(kOutputFile);
   std::vector<std::string> conv_only;
@@ -302,6 +323,9 @@ int run_command(int argc, char** argv) {
                                     [&](const netsor::ir::Program& prog) {
                                       Progress bar;
                                       auto one = o;
+                                      if (run_max_seconds > 0)
+                                        check_time(netsor::exec::predicted_seconds(prog, o), run_max_seconds, run_o.file,
+                                                   "the runs are");
                                       if (sweep.axes.empty())
                                         one.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
                                       auto r = netsor::exec::run(prog, one);
@@ -321,12 +345,17 @@ int run_command(int argc, char** argv) {
         return netsor::cli::run_sweep(conv_o.file, "converge", sweep, {},
                                       [&](netsor::ir::Program prog) {
                                         netsor::cli::keep_reports(prog, conv_only);
+                                        if (conv_max_seconds > 0)
+                                          check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds,
+                                                     conv_o.file, "the finite-width runs are");
                                         return netsor::cli::converge_point(netsor::exec::converge(prog, o));
                                       },
                                       conv_o.json, csv_path);
       }
       auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
       netsor::cli::keep_reports(prog, conv_only);
+      if (conv_max_seconds > 0)
+        check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds, conv_o.file, "the finite-width runs are");
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
       auto r = netsor::exec::converge(prog, o);

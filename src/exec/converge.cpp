@@ -2,6 +2,8 @@
 #include "netsor/converge.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -29,6 +31,72 @@ std::string fixed(double v, int prec) {
 
 }  // namespace
 
+namespace {
+
+// Seeds run at width w for a converge at the largest width `largest`.
+int seeds_at(const ConvergeOptions& o, std::int64_t w, std::int64_t largest) {
+  return o.more_seeds_when_small ? o.run.seeds * int(std::clamp<std::int64_t>(largest / w, 1, 8)) : o.run.seeds;
+}
+
+double time_one_seed(const ir::Program& p, const Options& o, std::int64_t width) {
+  Options one = o;
+  one.width = width;
+  one.seeds = 1;
+  one.threads = 1;
+  one.progress = nullptr;
+  one.on_operators = nullptr;
+  auto t0 = std::chrono::steady_clock::now();
+  run(p, one);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+namespace {
+
+// One seed's time as a + b n^2, from pilots at two small widths (the second
+// timed twice, the faster kept: a cold cache or a busy core only slows a run).
+struct SeedCost {
+  double a = 0, b = 0;
+  double at(std::int64_t w) const { return a + b * double(w) * double(w); }
+};
+
+SeedCost seed_cost(const ir::Program& p, const Options& o) {
+  constexpr std::int64_t kSmall = 512, kLarge = 1024;
+  double t1 = time_one_seed(p, o, kSmall);
+  double t2 = std::min(time_one_seed(p, o, kLarge), time_one_seed(p, o, kLarge));
+  SeedCost c;
+  c.b = std::max(0.0, (t2 - t1) / double(kLarge * kLarge - kSmall * kSmall));
+  c.a = std::max(0.0, t1 - c.b * double(kSmall * kSmall));
+  return c;
+}
+
+double wall(const Options& o, double per_seed) {
+  int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  int concurrent = std::max(1, std::min(threads, o.seeds));
+  return per_seed * std::ceil(double(o.seeds) / concurrent);
+}
+
+}  // namespace
+
+double predicted_seconds(const ir::Program& p, const Options& o) {
+  // A small width is cheaper to time than to model.
+  return wall(o, o.width <= 1024 ? time_one_seed(p, o, o.width) : seed_cost(p, o).at(o.width));
+}
+
+double predicted_seconds(const ir::Program& p, const ConvergeOptions& o) {
+  if (o.widths.empty()) return 0;
+  std::int64_t largest = *std::max_element(o.widths.begin(), o.widths.end());
+  SeedCost cost = seed_cost(p, o.run);
+  double total = 0;
+  for (auto w : o.widths) {
+    Options ro = o.run;
+    ro.seeds = seeds_at(o, w, largest);
+    total += wall(ro, cost.at(w));
+  }
+  return total;
+}
+
 ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
   limit::Result lim = limit::compute(p, o.limit);
   ConvergeResult res;
@@ -44,8 +112,7 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     }
     Options ro = o.run;
     ro.width = w;
-    std::int64_t largest = *std::max_element(o.widths.begin(), o.widths.end());
-    if (o.more_seeds_when_small) ro.seeds = o.run.seeds * int(std::clamp<std::int64_t>(largest / w, 1, 8));
+    ro.seeds = seeds_at(o, w, *std::max_element(o.widths.begin(), o.widths.end()));
     if (o.progress) ro.progress = [&, w](int done, int total) { o.progress(w, done, total); };
     RunResult rr = run(p, ro);
     res.widths.push_back(w);

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include <chrono>
 #include <random>
 
 #include "harness.hpp"
@@ -224,4 +226,18 @@ TEST_CASE("converge --plot: an error panel and one panel per quantity, escaped t
   CHECK(r.out.find("\nd   limit") != std::string::npos);
   CHECK(r.out.find("\nc   limit") == std::string::npos);
   expect_usage_error(run("converge 'a&b<c>.tp' --only nope", d), "--only nope: the program reports no 'nope' (its reports: c, d)");
+}
+
+TEST_CASE("--max-seconds refuses, before starting, runs predicted to take longer, and lets shorter ones run") {
+  // 64 seeds at n = 65536 of a 4-layer MLP: hours; the prediction takes three pilot seeds.
+  auto t0 = std::chrono::steady_clock::now();
+  expect_clean_error(run("run programs/mlp_nngp.tp --width 65536 --seeds 64 --max-seconds 5"),
+                     "the runs are predicted to take about");
+  expect_clean_error(run("converge programs/mlp_nngp.tp --widths 1024,65536 --seeds 64 --max-seconds 5"),
+                     "the finite-width runs are predicted to take about");
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 60);
+  auto r = run("run programs/mlp_nngp.tp --width 256 --seeds 2 --max-seconds 600");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("relu_K[1][1]") != std::string::npos);
+  expect_usage_error(run("run programs/mlp_nngp.tp --max-seconds -1"), "--max-seconds");
 }
