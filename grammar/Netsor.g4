@@ -31,8 +31,9 @@ stmt
   | spectrumStmt
   ;
 
-// width m = 2 n   (ratio may also be written 2 * n, or omitted: width m = n)
-widthDecl   : 'width' name=ID ('=' (ratio=NUMBER '*'?)? base=ID)? ;
+// width m = 2 n   (ratio may also be written 2 * n, or omitted: width m = n; or a
+// constant: width m = rho n)
+widthDecl   : 'width' name=ID ('=' (ratio=(NUMBER | ID) '*'?)? base=ID)? ;
 // In declarations a one-entry [..] naming a width is a size (v[m]); any other
 // [..] is an index (W[l], x[0]). A matrix's shape is the two-entry [rows, cols].
 matrixDecl  : 'matrix' target (LBRACK rows=dim ',' cols=dim RBRACK)? ':' dist ;
@@ -53,7 +54,7 @@ target      : ID (LBRACK expr RBRACK)* ;
 operatorDecl : 'operator' target '=' expr ;
 spectrumStmt : 'spectrum' expr ('as' name=target)? ;
 
-// Precedence, tightest first: .T, ^, unary -, @ (right assoc), * /, + -.
+// Precedence, tightest first: .T, ^, unary -, @ (right assoc), * / %, + -.
 // '@' binds tighter than '*' so that  0.5 * W @ x  means 0.5 * (W @ x).
 expr
   : LPAREN expr RPAREN                                   # parenExpr
@@ -65,7 +66,7 @@ expr
   | <assoc=right> expr '^' expr                          # powExpr
   | '-' expr                                             # negExpr
   | <assoc=right> expr '@' expr                          # matmulExpr
-  | expr op=('*' | '/') expr                             # mulExpr
+  | expr op=('*' | '/' | '%') expr                       # mulExpr
   | expr op=('+' | '-') expr                             # addExpr
   ;
 

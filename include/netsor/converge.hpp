@@ -46,8 +46,12 @@ struct ConvergeResult {
 
 ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o);
 
-// Log-log plot of rmse against width with the n^{-1/2} guide line: a
-// self-contained SVG document.
-std::string svg_plot(const ConvergeResult& r, const std::string& title);
+// The predicted wall time of run(p, o), in seconds, from pilot runs of one seed
+// at two small widths fitted to a + b n^2 (the matrices' entries dominate) and
+// scaled to o.width, o.seeds and the seeds that run at once (a width of at
+// most 1024 is simply timed). The pilots cost about three seeds at n = 1024.
+double predicted_seconds(const ir::Program& p, const Options& o);
+// The same for the runs of converge (the limit pass not included).
+double predicted_seconds(const ir::Program& p, const ConvergeOptions& o);
 
 }  // namespace netsor::exec

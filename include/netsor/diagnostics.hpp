@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace netsor {
 
@@ -24,6 +25,12 @@ struct Diagnostic {
 // "file:3:9: error: message\n    3 | text\n      |   ^~~\nhint: ..."
 std::string format(const Diagnostic& d);
 
+// The front end remembers the lines of every source file it has read, so that
+// an error found later, by a pass that sees only the IR (the limit pass, the
+// executor), still shows the line and the caret: ProgramError fills
+// Diagnostic::source_line from here when the pass left it empty.
+void remember_source_lines(const std::string& file, const std::vector<std::string>& lines);
+
 // Thrown by every pass for an error in the user's program (exit status 1).
 class ProgramError : public std::runtime_error {
  public:
@@ -32,6 +39,13 @@ class ProgramError : public std::runtime_error {
 
  private:
   Diagnostic diag_;
+};
+
+// A broken invariant inside netsor (e.g. ir::verify after lowering): a bug, not
+// the user's error (exit status 3).
+class InternalError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
 };
 
 // An error in how netsor was invoked that shows only once the program is read,

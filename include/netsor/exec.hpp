@@ -20,7 +20,7 @@ struct Options {
   int threads = 0;             // 0: all cores; seeds run in parallel
   bool float32 = false;        // matrices and products in single precision
   std::size_t memory_limit = 0;  // bytes; 0: 80% of physical memory
-  std::function<void(int done, int total)> progress;  // called after each seed
+  std::function<void(int done, int total)> progress;  // called at the start (0) and after each seed
   // Called (from the seed's thread) after each seed of a program with `spectrum`
   // statements ran, with that seed's operators: netsor spectrum.
   std::function<void(int seed, OperatorEngine& ops)> on_operators;

@@ -141,6 +141,11 @@ struct Program {
   std::string dim_name(const Dim& d) const;
 };
 
+// The invariants the passes rely on (every use after its definition, kinds and
+// shapes agree, families consistent); throws InternalError naming the first
+// broken one. Run on every program the front end returns.
+void verify(const Program& p);
+
 const char* kind_name(VarKind k);
 const char* op_name(Op o);
 

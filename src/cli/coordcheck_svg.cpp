@@ -10,43 +10,13 @@
 #include <sstream>
 
 #include "coordcheck.hpp"
+#include "plot.hpp"
+#include "report.hpp"
 
 namespace netsor::cli {
 namespace {
 
 constexpr double kPlotW = 380, kPlotH = 250, kLeft = 70, kTop = 50, kLegendW = 330, kLine = 15;
-
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&apos;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
-
-std::string num(double v, int prec) {
-  std::ostringstream s;
-  s << std::setprecision(prec) << v;
-  return s.str();
-}
-
-// Ten well-separated colours, then hues around the circle by the golden angle
-// in two lightnesses, so that no two of many series look alike.
-std::string colour(std::size_t i) {
-  static const char* base[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-  if (i < 10) return base[i];
-  std::ostringstream s;
-  s << "hsl(" << int(std::fmod(i * 137.508, 360.0)) << ",70%," << (i % 2 ? 35 : 50) << "%)";
-  return s.str();
-}
 
 struct Axes {
   double lx0, lx1, ly0, ly1, x0, y0;  // log ranges; the plot's top-left corner
@@ -58,7 +28,7 @@ void frame(std::ostringstream& o, const Axes& a, const CoordResult& r, const std
   o << "<rect x='" << a.x0 << "' y='" << a.y0 << "' width='" << kPlotW << "' height='" << kPlotH
     << "' fill='none' stroke='#444'/>\n";
   o << "<text x='" << a.x0 + kPlotW / 2 << "' y='" << a.y0 - 8 << "' text-anchor='middle' font-weight='bold'>"
-    << escape(panel.empty() ? "all vectors" : panel) << "</text>\n";
+    << svg_escape(panel.empty() ? "all vectors" : panel) << "</text>\n";
   for (auto w : r.widths)
     o << "<line x1='" << a.x(w) << "' x2='" << a.x(w) << "' y1='" << a.y0 << "' y2='" << a.y0 + kPlotH
       << "' stroke='#eee'/><text x='" << a.x(w) << "' y='" << a.y0 + kPlotH + 14 << "' text-anchor='middle'>" << w
@@ -86,7 +56,7 @@ void curve(std::ostringstream& o, const Axes& a, const CoordResult& r, const Coo
     ++k;
   }
   o << "<polyline points='" << pts << "' fill='none' stroke='" << c << "' stroke-width='" << (s.disagree ? 3 : 1.5)
-    << "'><title>" << escape(s.name) << "</title></polyline>\n";
+    << "'><title>" << svg_escape(s.name) << "</title></polyline>\n";
   if (!s.predicted_ok || s.predicted_zero || k == 0) return;
   icpt /= k;
   double w0 = double(r.widths.front()), w1 = double(r.widths.back());
@@ -103,7 +73,7 @@ void legend_entry(std::ostringstream& o, double x, double y, const CoordSeries& 
   std::string fit = s.fitted_ok ? two(s.fitted) : "n/a";
   std::string pred = s.predicted_zero ? "zero" : s.predicted_ok ? two(s.predicted) : "-";
   o << "<text x='" << x + 24 << "' y='" << y << "'" << (s.disagree ? " fill='#c00' font-weight='bold'" : "") << ">"
-    << escape(s.name) << "  " << fit << " (pred " << pred << ")" << (s.disagree ? "  DISAGREE" : "") << "</text>\n";
+    << svg_escape(s.name) << "  " << fit << " (pred " << pred << ")" << (s.disagree ? "  DISAGREE" : "") << "</text>\n";
 }
 
 }  // namespace
@@ -132,7 +102,7 @@ std::string coordcheck_svg(const CoordResult& r, const std::string& title) {
   o << "<?xml version='1.0' encoding='UTF-8'?>\n<svg xmlns='http://www.w3.org/2000/svg' width='"
     << kLeft + kPlotW + 30 + kLegendW << "' height='" << y << "' font-family='sans-serif' font-size='11'>\n";
   o << "<rect width='100%' height='100%' fill='white'/>\n";
-  o << "<text x='10' y='20' font-size='14' font-weight='bold'>" << escape(title) << ": coordinate size vs width</text>\n";
+  o << "<text x='10' y='20' font-size='14' font-weight='bold'>" << svg_escape(title) << ": coordinate size vs width</text>\n";
   o << "<text x='10' y='36'>" << r.seeds << " seeds per width; dashed: predicted slope; legend: fitted exponent "
     << "(predicted), DISAGREE beyond " << num(r.tolerance, 2) << " + 3 s.e.</text>\n";
   for (std::size_t p = 0; p < panels.size(); ++p) {
@@ -141,8 +111,8 @@ std::string coordcheck_svg(const CoordResult& r, const std::string& title) {
     double ly = a.y0 + 10;
     for (std::size_t k = 0; k < members[panels[p]].size(); ++k) {
       std::size_t i = members[panels[p]][k];
-      curve(o, a, r, r.series[i], colour(k));
-      legend_entry(o, kLeft + kPlotW + 30, ly + kLine * k, r.series[i], colour(k));
+      curve(o, a, r, r.series[i], series_colour(k));
+      legend_entry(o, kLeft + kPlotW + 30, ly + kLine * k, r.series[i], series_colour(k));
     }
   }
   o << "</svg>\n";

@@ -2,9 +2,12 @@
 // 2 usage error.
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -15,12 +18,16 @@
 #include "netsor/exec.hpp"
 #include "netsor/limit.hpp"
 #include "coordcheck.hpp"
+#include "plot.hpp"
 #include "report.hpp"
+#include "sweep.hpp"
 #include "spectrum.hpp"
 
 namespace {
 
-constexpr int kOk = 0, kProgramError = 1, kUsageError = 2;
+using netsor::cli::finite_number;
+
+constexpr int kOk = 0, kProgramError = 1, kUsageError = 2, kInternalError = 3;
 
 bool use_color() { return isatty(fileno(stderr)) && !std::getenv("NO_COLOR"); }
 
@@ -42,18 +49,12 @@ struct Common {
 void add_common(CLI::App* sub, Common& c) {
   sub->add_option("file", c.file, "the .tp program")->required();
   sub->add_flag("--json", c.json, "machine-readable output");
-  sub->add_option("-D,--define", c.defines, "NAME=value: set a constant (overrides `const NAME = ...`)");
-}
-
-// The whole of s is a finite decimal number (not nan, inf or 1e999).
-bool finite_number(const std::string& s, double& v) {
-  std::size_t used = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return used == s.size() && std::isfinite(v);
+  sub->add_option("-D,--define", c.defines,
+                  "NAME=value: set a constant (overrides `const NAME = ...`); limit, run and converge also sweep "
+                  "NAME=a,b,c or NAME=FROM:TO:COUNT[:log] (several make a grid)")
+      // One NAME=value per -D, repeatable: otherwise `-D a=1 prog.tp` would take
+      // the file as a second definition.
+      ->allow_extra_args(false);
 }
 
 // CLI11 range checks let nan through (every comparison with it is false).
@@ -89,16 +90,14 @@ const CLI::Validator kOutputFile(
     },
     "PATH");
 
+// The -D constants of a command that takes no sweep.
 netsor::FrontendOptions options_of(const Common& c) {
+  auto sweep = netsor::cli::parse_defines(c.defines);
+  if (!sweep.axes.empty())
+    throw netsor::UsageError("-D " + sweep.axes[0].name + ": sweeps (NAME=a,b,c or NAME=FROM:TO:COUNT) work with " +
+                             "limit, run and converge");
   netsor::FrontendOptions o;
-  for (const auto& d : c.defines) {
-    auto eq = d.find('=');
-    if (eq == std::string::npos || eq == 0) throw CLI::ValidationError("-D", "expected NAME=value, got '" + d + "'");
-    double v;
-    if (!finite_number(d.substr(eq + 1), v))
-      throw CLI::ValidationError("-D", "the value of '" + d.substr(0, eq) + "' is not a finite number");
-    o.defines[d.substr(0, eq)] = v;
-  }
+  o.defines = sweep.fixed;
   return o;
 }
 
@@ -139,6 +138,19 @@ void add_run_flags(CLI::App* sub, RunFlags& f) {
           "BYTES"));
 }
 
+// --max-seconds: refuse, before starting, runs predicted to take longer.
+void check_time(double predicted, double max_seconds, const std::string& file, const std::string& what) {
+  if (max_seconds <= 0 || predicted <= max_seconds) return;
+  netsor::Diagnostic d;
+  d.loc.file = file;
+  std::ostringstream m;
+  m << what << " predicted to take about " << std::setprecision(3) << predicted << " s, over --max-seconds "
+    << max_seconds << " (from pilot runs of one seed at small widths, scaled as n^2)";
+  d.message = m.str();
+  d.hint = "use fewer --seeds or smaller widths, or raise --max-seconds";
+  throw netsor::ProgramError(d);
+}
+
 netsor::exec::Options run_options(const RunFlags& f) {
   netsor::exec::Options o;
   o.seeds = f.seeds;
@@ -150,13 +162,21 @@ netsor::exec::Options run_options(const RunFlags& f) {
 }
 
 // A progress bar on stderr, only when it is a terminal.
+// A progress bar on stderr, only when it is a terminal: seeds done of the
+// width's total, and the time left at the rate so far (per `what`: a width).
 struct Progress {
   bool on = isatty(fileno(stderr));
-  void show(const std::string& what, int done, int total) const {
+  std::string current;
+  std::chrono::steady_clock::time_point start;
+  void show(const std::string& what, int done, int total) {
     if (!on) return;
+    auto now = std::chrono::steady_clock::now();
+    if (what != current) current = what, start = now;
+    double spent = std::chrono::duration<double>(now - start).count();
     int w = 30, k = total ? done * w / total : w;
-    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total
-              << "   " << std::flush;
+    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total;
+    if (done > 0 && done < total) std::cerr << ", about " << int(std::ceil(spent / done * (total - done))) << " s left";
+    std::cerr << "      " << std::flush;
   }
   void clear() const {
     if (on) std::cerr << "\r" << std::string(78, ' ') << "\r" << std::flush;
@@ -246,6 +266,12 @@ int run_command(int argc, char** argv) {
   std::int64_t width = 1024;
   auto* run = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
   add_common(run, run_o);
+  std::string limit_csv, run_csv;
+  double run_max_seconds = 0, conv_max_seconds = 0;
+  run->add_option("--max-seconds", run_max_seconds, "refuse before starting if the runs are predicted to take longer")
+      ->check(kFinite & CLI::PositiveNumber);
+  limit->add_option("--csv", limit_csv, "write the values as CSV (one row per point of a sweep)")->check(kOutputFile);
+  run->add_option("--csv", run_csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
   run->add_option("--width", width, "the width n")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))->capture_default_str();
   add_run_flags(run, run_f);
   std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
@@ -257,7 +283,13 @@ int run_command(int argc, char** argv) {
   SampledFlags conv_s;
   add_sampled_flags(conv, conv_s);
   conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
-  conv->add_option("--plot", plot_path, "write a log-log plot of error against width (SVG)")->check(kOutputFile);
+  conv->add_option("--max-seconds", conv_max_seconds,
+                   "refuse before starting if the finite-width runs are predicted to take longer")
+      ->check(kFinite & CLI::PositiveNumber);
+  conv->add_option("--plot", plot_path, "write a plot (SVG): errors against width, and each quantity against its limit")
+      ->check(kOutputFile);
+  std::vector<std::string> conv_only;
+  conv->add_option("--only", conv_only, "only these reports (names as the table prints them)");
 
   Common spec_o;
   RunFlags spec_f;
@@ -315,15 +347,15 @@ int run_command(int argc, char** argv) {
       return kOk;
     }
     if (limit->parsed()) {
-      auto prog = netsor::compile_file(limit_o.file, options_of(limit_o));
       netsor::limit::Options lo;
       lo.force_quadrature = force_quadrature;
       lo.tol = tol;
       sampled_options(limit_s, lo, limit->count("--tol") ? tol : 0.0);
-      auto res = netsor::limit::compute(prog, lo);
-      if (limit_o.json) std::cout << netsor::cli::limit_json(res).dump(2) << "\n";
-      else std::cout << netsor::cli::limit_table(limit_o.file, res);
-      return kOk;
+      return netsor::cli::run_sweep(limit_o.file, "limit", netsor::cli::parse_defines(limit_o.defines), {},
+                                    [&](const netsor::ir::Program& prog) {
+                                      return netsor::cli::limit_point(limit_o.file, netsor::limit::compute(prog, lo));
+                                    },
+                                    limit_o.json, limit_csv);
     }
     if (derive->parsed()) {
       auto prog = netsor::compile_file(derive_o.file, options_of(derive_o));
@@ -334,21 +366,22 @@ int run_command(int argc, char** argv) {
     }
     if (run->parsed()) {
       auto o = run_options(run_f);
-      auto prog = netsor::compile_file(run_o.file, options_of(run_o));
       o.width = width;
-      Progress bar;
-      o.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
-      auto r = netsor::exec::run(prog, o);
-      bar.clear();
-      if (run_o.json) {
-        nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
-        for (const auto& q : r.quantities)
-          j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}, {"sd", q.sd}, {"per_seed", q.per_seed}};
-        std::cout << j.dump(2) << "\n";
-      } else {
-        std::cout << netsor::cli::run_table(run_o.file, r);
-      }
-      return kOk;
+      auto sweep = netsor::cli::parse_defines(run_o.defines);
+      return netsor::cli::run_sweep(run_o.file, "run", sweep, {},
+                                    [&](const netsor::ir::Program& prog) {
+                                      Progress bar;
+                                      auto one = o;
+                                      if (run_max_seconds > 0)
+                                        check_time(netsor::exec::predicted_seconds(prog, o), run_max_seconds, run_o.file,
+                                                   "the runs are");
+                                      if (sweep.axes.empty())
+                                        one.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
+                                      auto r = netsor::exec::run(prog, one);
+                                      bar.clear();
+                                      return netsor::cli::run_point(run_o.file, r);
+                                    },
+                                    run_o.json, run_csv);
     }
     if (conv->parsed()) {
       netsor::exec::ConvergeOptions o;
@@ -356,7 +389,23 @@ int run_command(int argc, char** argv) {
       std::sort(o.widths.begin(), o.widths.end());
       o.run = run_options(conv_f);
       sampled_options(conv_s, o.limit, 0.0);
+      auto sweep = netsor::cli::parse_defines(conv_o.defines);
+      if (!sweep.axes.empty()) {
+        if (!plot_path.empty()) throw netsor::UsageError("--plot draws one program; a sweep writes its table with --csv");
+        return netsor::cli::run_sweep(conv_o.file, "converge", sweep, {},
+                                      [&](netsor::ir::Program prog) {
+                                        netsor::cli::keep_reports(prog, conv_only);
+                                        if (conv_max_seconds > 0)
+                                          check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds,
+                                                     conv_o.file, "the finite-width runs are");
+                                        return netsor::cli::converge_point(netsor::exec::converge(prog, o));
+                                      },
+                                      conv_o.json, csv_path);
+      }
       auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
+      netsor::cli::keep_reports(prog, conv_only);
+      if (conv_max_seconds > 0)
+        check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds, conv_o.file, "the finite-width runs are");
       Progress bar;
       o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
       auto r = netsor::exec::converge(prog, o);
@@ -366,7 +415,7 @@ int run_command(int argc, char** argv) {
       else std::cout << netsor::cli::converge_table(conv_o.file, r);
       std::cout.flush();
       if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
-      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::exec::svg_plot(r, conv_o.file));
+      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::cli::converge_svg(r, conv_o.file));
       return kOk;
     }
     if (spec->parsed())
@@ -426,8 +475,9 @@ int run_command(int argc, char** argv) {
     std::cerr << "netsor: out of memory\n";
     return kProgramError;
   } catch (const std::exception& e) {
-    std::cerr << "netsor: internal error: " << e.what() << "\n";
-    return kProgramError;
+    // Anything else is netsor's bug, never the program's: say so, apart from 1.
+    std::cerr << "netsor: internal error (a bug in netsor; please report it with the program): " << e.what() << "\n";
+    return kInternalError;
   }
   return kUsageError;
 }

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cmath>
@@ -20,8 +21,7 @@
 
 namespace netsor::cli {
 
-namespace {
-std::string num(double v, int prec = 15) {
+std::string num(double v, int prec) {
   std::ostringstream s;
   s << std::setprecision(prec) << v;
   return s.str();
@@ -31,7 +31,6 @@ std::string err(double e) {
   s << std::setprecision(2) << std::scientific << e;
   return s.str();
 }
-}  // namespace
 
 std::string limit_table(const std::string& file, const limit::Result& r) {
   std::ostringstream o;
@@ -266,6 +265,23 @@ std::string run_table(const std::string& file, const exec::RunResult& r) {
     o << "  " << std::left << std::setw(w) << q.name << "  " << std::setw(22) << num(q.mean, 12) << "  " << std::setw(9)
       << err(q.sem) << "  " << err(q.sd) << "\n";
   return o.str();
+}
+
+void keep_reports(ir::Program& p, const std::vector<std::string>& only) {
+  if (only.empty()) return;
+  std::string names;
+  for (const auto& r : p.reports) names += (names.empty() ? "" : ", ") + r.name;
+  for (const auto& n : only)
+    if (std::none_of(p.reports.begin(), p.reports.end(), [&](const ir::Report& r) { return r.name == n; }))
+      throw UsageError("--only " + n + ": the program reports no '" + n + "' (its reports: " + names + ")");
+  std::erase_if(p.reports, [&](const ir::Report& r) { return std::find(only.begin(), only.end(), r.name) == only.end(); });
+}
+
+nlohmann::json run_json(const exec::RunResult& r) {
+  nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
+  for (const auto& q : r.quantities)
+    j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}, {"sd", q.sd}, {"per_seed", q.per_seed}};
+  return j;
 }
 
 std::string converge_table(const std::string& file, const exec::ConvergeResult& r) {

@@ -13,11 +13,16 @@
 
 namespace netsor::cli {
 
+// A value to `prec` significant digits; an error as 1.23e-04.
+std::string num(double v, int prec = 15);
+std::string err(double e);
+
 std::string limit_table(const std::string& file, const limit::Result& r);
 nlohmann::json limit_json(const limit::Result& r);
 std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex);
 nlohmann::json derive_json(const ir::Program& p, const limit::Result& r);
 std::string run_table(const std::string& file, const exec::RunResult& r);
+nlohmann::json run_json(const exec::RunResult& r);
 std::string converge_table(const std::string& file, const exec::ConvergeResult& r);
 std::string converge_csv(const exec::ConvergeResult& r);
 nlohmann::json converge_json(const exec::ConvergeResult& r);
@@ -27,6 +32,9 @@ std::string abc_verify_text(const abc::Parametrization& p, const abc::Verdict& v
                             const std::function<void(const std::string&)>& progress);
 nlohmann::json abc_verify_json(const abc::Parametrization& p, const abc::Verdict& v,
                                const std::function<void(const std::string&)>& progress);
+// Keeps only the reports named in `only` (all when empty); a name the program
+// does not report is a UsageError listing those it does.
+void keep_reports(ir::Program& p, const std::vector<std::string>& only);
 // Throws ProgramError naming the path unless write_file(path, ...) can create
 // its temporary and replace the file: checked before a long computation.
 void check_writable(const std::string& path);

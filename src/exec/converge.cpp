@@ -2,6 +2,8 @@
 #include "netsor/converge.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -29,6 +31,72 @@ std::string fixed(double v, int prec) {
 
 }  // namespace
 
+namespace {
+
+// Seeds run at width w for a converge at the largest width `largest`.
+int seeds_at(const ConvergeOptions& o, std::int64_t w, std::int64_t largest) {
+  return o.more_seeds_when_small ? o.run.seeds * int(std::clamp<std::int64_t>(largest / w, 1, 8)) : o.run.seeds;
+}
+
+double time_one_seed(const ir::Program& p, const Options& o, std::int64_t width) {
+  Options one = o;
+  one.width = width;
+  one.seeds = 1;
+  one.threads = 1;
+  one.progress = nullptr;
+  one.on_operators = nullptr;
+  auto t0 = std::chrono::steady_clock::now();
+  run(p, one);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+namespace {
+
+// One seed's time as a + b n^2, from pilots at two small widths (the second
+// timed twice, the faster kept: a cold cache or a busy core only slows a run).
+struct SeedCost {
+  double a = 0, b = 0;
+  double at(std::int64_t w) const { return a + b * double(w) * double(w); }
+};
+
+SeedCost seed_cost(const ir::Program& p, const Options& o) {
+  constexpr std::int64_t kSmall = 512, kLarge = 1024;
+  double t1 = time_one_seed(p, o, kSmall);
+  double t2 = std::min(time_one_seed(p, o, kLarge), time_one_seed(p, o, kLarge));
+  SeedCost c;
+  c.b = std::max(0.0, (t2 - t1) / double(kLarge * kLarge - kSmall * kSmall));
+  c.a = std::max(0.0, t1 - c.b * double(kSmall * kSmall));
+  return c;
+}
+
+double wall(const Options& o, double per_seed) {
+  int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  int concurrent = std::max(1, std::min(threads, o.seeds));
+  return per_seed * std::ceil(double(o.seeds) / concurrent);
+}
+
+}  // namespace
+
+double predicted_seconds(const ir::Program& p, const Options& o) {
+  // A small width is cheaper to time than to model.
+  return wall(o, o.width <= 1024 ? time_one_seed(p, o, o.width) : seed_cost(p, o).at(o.width));
+}
+
+double predicted_seconds(const ir::Program& p, const ConvergeOptions& o) {
+  if (o.widths.empty()) return 0;
+  std::int64_t largest = *std::max_element(o.widths.begin(), o.widths.end());
+  SeedCost cost = seed_cost(p, o.run);
+  double total = 0;
+  for (auto w : o.widths) {
+    Options ro = o.run;
+    ro.seeds = seeds_at(o, w, largest);
+    total += wall(ro, cost.at(w));
+  }
+  return total;
+}
+
 ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
   limit::Result lim = limit::compute(p, o.limit);
   ConvergeResult res;
@@ -44,8 +112,7 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     }
     Options ro = o.run;
     ro.width = w;
-    std::int64_t largest = *std::max_element(o.widths.begin(), o.widths.end());
-    if (o.more_seeds_when_small) ro.seeds = o.run.seeds * int(std::clamp<std::int64_t>(largest / w, 1, 8));
+    ro.seeds = seeds_at(o, w, *std::max_element(o.widths.begin(), o.widths.end()));
     if (o.progress) ro.progress = [&, w](int done, int total) { o.progress(w, done, total); };
     RunResult rr = run(p, ro);
     res.widths.push_back(w);
@@ -105,94 +172,6 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
     }
   }
   return res;
-}
-
-std::string svg_plot(const ConvergeResult& r, const std::string& title) {
-  const double W = 760, H = 480, ml = 80, mr = 220, mt = 40, mb = 60;
-  double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-  for (const auto& s : r.series)
-    for (const auto& row : s.rows) {
-      if (row.rmse <= 0) continue;
-      xmin = std::min(xmin, std::log10(double(row.width)));
-      xmax = std::max(xmax, std::log10(double(row.width)));
-      ymin = std::min(ymin, std::log10(row.rmse));
-      ymax = std::max(ymax, std::log10(row.rmse));
-    }
-  std::ostringstream o;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W
-    << " " << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << ml << "\" y=\"24\" font-size=\"15\">" << title << "</text>\n";
-  if (!std::isfinite(xmin)) {
-    o << "<text x=\"" << ml << "\" y=\"" << H / 2 << "\">no nonzero errors to plot</text>\n</svg>\n";
-    return o.str();
-  }
-  xmin = std::floor(xmin * 10) / 10 - 0.05;
-  xmax = std::ceil(xmax * 10) / 10 + 0.05;
-  ymin = std::floor(ymin) - 0.2;
-  ymax = std::ceil(ymax) + 0.2;
-  auto X = [&](double lx) { return ml + (lx - xmin) / (xmax - xmin) * (W - ml - mr); };
-  auto Y = [&](double ly) { return H - mb - (ly - ymin) / (ymax - ymin) * (H - mt - mb); };
-  o << "<rect x=\"" << ml << "\" y=\"" << mt << "\" width=\"" << W - ml - mr << "\" height=\"" << H - mt - mb
-    << "\" fill=\"none\" stroke=\"#444\"/>\n";
-  for (int e = (int)std::ceil(ymin); e <= (int)std::floor(ymax); ++e) {
-    o << "<line x1=\"" << ml << "\" x2=\"" << W - mr << "\" y1=\"" << Y(e) << "\" y2=\"" << Y(e)
-      << "\" stroke=\"#ddd\"/>\n<text x=\"" << ml - 8 << "\" y=\"" << Y(e) + 4 << "\" text-anchor=\"end\">1e"
-      << e << "</text>\n";
-  }
-  for (auto w : r.widths) {
-    double lx = std::log10(double(w));
-    o << "<line x1=\"" << X(lx) << "\" x2=\"" << X(lx) << "\" y1=\"" << mt << "\" y2=\"" << H - mb
-      << "\" stroke=\"#eee\"/>\n<text x=\"" << X(lx) << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << w
-      << "</text>\n";
-  }
-  o << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 16 << "\" text-anchor=\"middle\">width n</text>\n";
-  o << "<text transform=\"translate(20," << (mt + H - mb) / 2
-    << ") rotate(-90)\" text-anchor=\"middle\">rms error over seeds, |value - limit|</text>\n";
-  // The n^{-1/2} guide through the median of the first width's errors.
-  std::vector<double> first;
-  for (const auto& s : r.series)
-    if (!s.rows.empty() && s.rows.front().rmse > 0) first.push_back(std::log10(s.rows.front().rmse));
-  if (!first.empty()) {
-    std::sort(first.begin(), first.end());
-    double y0 = first[first.size() / 2], x0 = std::log10(double(r.widths.front()));
-    double x1 = std::log10(double(r.widths.back()));
-    o << "<line x1=\"" << X(x0) << "\" y1=\"" << Y(y0) << "\" x2=\"" << X(x1) << "\" y2=\"" << Y(y0 - 0.5 * (x1 - x0))
-      << "\" stroke=\"#000\" stroke-dasharray=\"6 4\"/>\n";
-  }
-  const char* palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-  int k = 0, shown = 0;
-  for (const auto& s : r.series) {
-    std::string col = palette[k++ % 10];
-    std::ostringstream pts;
-    bool any = false;
-    for (const auto& row : s.rows)
-      if (row.rmse > 0) {
-        pts << X(std::log10(double(row.width))) << "," << Y(std::log10(row.rmse)) << " ";
-        any = true;
-      }
-    if (!any) continue;
-    o << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"1.5\" points=\"" << pts.str() << "\"/>\n";
-    for (const auto& row : s.rows)
-      if (row.rmse > 0)
-        o << "<circle cx=\"" << X(std::log10(double(row.width))) << "\" cy=\"" << Y(std::log10(row.rmse))
-          << "\" r=\"2.5\" fill=\"" << col << "\"/>\n";
-    if (shown < 24) {
-      double ly = mt + 14 + 16 * shown;
-      o << "<line x1=\"" << W - mr + 12 << "\" x2=\"" << W - mr + 32 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
-        << "\" stroke=\"" << col << "\" stroke-width=\"2\"/>\n<text x=\"" << W - mr + 38 << "\" y=\"" << ly
-        << "\">" << s.name << " (" << fixed(s.slope, 2) << ")</text>\n";
-    }
-    ++shown;
-  }
-  if (shown > 24)
-    o << "<text x=\"" << W - mr + 12 << "\" y=\"" << mt + 14 + 16 * 24 << "\">... " << shown - 24 << " more</text>\n";
-  o << "<line x1=\"" << W - mr + 12 << "\" x2=\"" << W - mr + 32 << "\" y1=\"" << H - mb - 4 << "\" y2=\"" << H - mb - 4
-    << "\" stroke=\"#000\" stroke-dasharray=\"6 4\"/>\n<text x=\"" << W - mr + 38 << "\" y=\"" << H - mb
-    << "\">n^-1/2 guide</text>\n";
-  o << "</svg>\n";
-  return o.str();
 }
 
 }  // namespace netsor::exec

@@ -377,10 +377,12 @@ class SeedRun {
         Diagnostic d;
         d.loc = in.loc;
         std::ostringstream m;
-        m << "'" << p_.vars[in.out].name << "' is " << scal_[in.out] << " at width " << o_.width << " (seed " << seed_
+        double v = scal_[in.out];
+        m << "'" << p_.vars[in.out].name << "' is " << (std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf") << " at width " << o_.width << " (seed " << seed_
           << ")";
         d.message = m.str();
-        d.hint = "a division by zero, or a function or derivative outside its domain (log(0), sqrt'(0))";
+        d.hint = "a division by zero, a function or derivative outside its domain (log(0), sqrt'(0)), or values "
+                 "beyond double range (an iteration that grows without bound)";
         throw ProgramError(d);
       }
     std::vector<double> out;
@@ -669,6 +671,7 @@ RunResult run(const ir::Program& p, const Options& o) {
       }
     }
   };
+  if (o.progress) o.progress(0, o.seeds);  // the start, for the time left
   std::vector<std::thread> pool;
   for (int i = 1; i < concurrent; ++i) pool.emplace_back(worker);
   worker();

@@ -1,6 +1,8 @@
 #include "netsor/diagnostics.hpp"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 namespace netsor {
@@ -36,6 +38,25 @@ std::string format(const Diagnostic& d) {
   return o.str();
 }
 
-ProgramError::ProgramError(Diagnostic d) : std::runtime_error(d.message), diag_(std::move(d)) {}
+namespace {
+std::mutex sources_mutex;
+std::map<std::string, std::vector<std::string>>& sources() {
+  static std::map<std::string, std::vector<std::string>> s;
+  return s;
+}
+}  // namespace
+
+void remember_source_lines(const std::string& file, const std::vector<std::string>& lines) {
+  std::lock_guard<std::mutex> lock(sources_mutex);
+  sources()[file] = lines;
+}
+
+ProgramError::ProgramError(Diagnostic d) : std::runtime_error(d.message), diag_(std::move(d)) {
+  if (diag_.loc.line < 1 || !diag_.source_line.empty()) return;
+  std::lock_guard<std::mutex> lock(sources_mutex);
+  auto it = sources().find(diag_.loc.file);
+  if (it != sources().end() && diag_.loc.line <= (int)it->second.size())
+    diag_.source_line = it->second[diag_.loc.line - 1];
+}
 
 }  // namespace netsor

@@ -45,6 +45,7 @@ Lead OrderAnalysis::variable(const Expr& x) {
   carried_.worst = std::max(carried_.worst, s_.rel[id]);
   carried_.sources.insert(s_.src[id].begin(), s_.src[id].end());
   if (std::isinf(s_.order[id]) && s_.order[id] < 0) return zero_lead();
+  if (s_.fluct[id]) return {netsor::constant(0.0), s_.order[id]};  // see compute_nonlin
   return {var(id), s_.order[id]};
 }
 

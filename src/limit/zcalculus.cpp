@@ -332,6 +332,11 @@ class ZCalculus {
     Expr e = l.e;
     s_.order[in.out] = l.order;
     s_.has_lower[in.out] = !same(l.e, in.expr);
+    // A vector whose leading term is 0 without being 0 to every order (e.g.
+    // avg(v) * v): like a fluctuation-scale scalar, its later uses see a value
+    // 0 of unknown sign (OrderAnalysis::variable), so step/sign of it is refused.
+    double c0;
+    s_.fluct[in.out] = !l.zero() && is_const(l.e, &c0) && c0 == 0;
     check_vector_order(in);
     if (l.random) OrderAnalysis::refuse_random(p_, in, l);
     for (const auto& m : carried.sources) note(in.out, m);
@@ -375,7 +380,12 @@ class ZCalculus {
     Expr e = l.e;
     Estimate est;
     if (!opt_.force_quadrature && g_.exact_moment(e, est)) {
-      // exact covariance algebra over affine Z's
+      // Exact covariance algebra over affine Z's. Long linear iterations can
+      // grow past double range (0.5^T Catalan(T) at T = 2000 is ~1e600):
+      // refuse instead of printing the inf - inf = NaN that follows.
+      if (!std::isfinite(est.value) || !std::isfinite(est.abs_error))
+        refuse(in, "the limit of '" + name(in.out) + "' is beyond double precision",
+               "the program's covariances overflow 1.8e308; rescale the iteration (e.g. normalize each step)");
     } else {
       est = expect(substitute(e, [&](int id) { return s_.Z[id]; }), in, name(in.out));
     }

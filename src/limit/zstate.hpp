@@ -33,7 +33,8 @@ struct VarState {
   // limit (order 0 for an ordinary program). -inf: zero at every order we see.
   std::vector<double> order;
   // Scalars whose limit is 0 although they are not identically 0 (a moment of
-  // mean 0): their true size is unknown (often the CLT scale n^{-1/2}).
+  // mean 0), and vectors whose leading term is such a 0 (avg(v) * v): their
+  // true size and sign are unknown (often the CLT scale n^{-1/2}).
   std::vector<bool> fluct;
   std::vector<Range> range;  // of each vector's coordinates (unbounded unless a Nonlin bounds it)
   std::vector<bool> has_lower;  // a Nonlin output whose definition had terms of lower order (dropped)

@@ -283,6 +283,11 @@ class Lowerer {
   // ---- names
 
   void check_fresh(const std::string& name, const SourceLoc& at) {
+    // -D sets constants only; a -D naming a vector or matrix would otherwise
+    // shadow it with a number wherever the name is read.
+    if (opts_.defines.count(name) && !widths_.count(name) && !(prog_.widths.empty() && name == "n"))
+      throw UsageError("-D " + name + ": '" + name + "' is not a constant of the program (it is declared at " +
+                       where(at) + ")");
     auto prev = defined_at_.find(name);
     if (prev != defined_at_.end())
       fail_at(at, "redefinition of '" + name + "' (first defined at " + where(prev->second) + ")",
@@ -436,7 +441,15 @@ class Lowerer {
       fail_at(c->base, "unknown width '" + base + "'", "declare the base width first: width " + base);
     double r = 1.0;
     if (c->ratio) {
-      r = std::strtod(c->ratio->getText().c_str(), nullptr);
+      // A number, or a constant (so that -D rho=... sweeps an aspect ratio).
+      std::string text = c->ratio->getText();
+      if (c->ratio->getType() == NetsorParser::ID) {
+        if (!lookup_const(text, r))
+          fail_at(c->ratio, "'" + text + "' is not a constant defined above",
+                  "a width ratio is a number or a constant: const rho = 0.5, then width m = rho n");
+      } else {
+        r = std::strtod(text.c_str(), nullptr);
+      }
       if (!(r > 0) || !std::isfinite(r))
         fail_at(c->ratio, "a width ratio must be a positive number", "e.g. width m = 2 n");
     }
@@ -943,6 +956,20 @@ class Lowerer {
     return r;
   }
 
+  // a % b on numbers known when the program is read (constants, loop indices),
+  // with the divisor's sign as in Python: (t - 1) % T cycles through 0..T-1.
+  Value modulo(const Value& a, const Value& b, NetsorParser::MulExprContext* c) {
+    double x, y;
+    for (auto [v, at] : {std::pair{&a, c->expr(0)}, std::pair{&b, c->expr(1)}})
+      if (!v->is_number())
+        fail_at(at, "'%' takes numbers known when the program is read; this is a " + kind_text(*v),
+                "use % on constants and loop indices, e.g. x[(t + 1) % T]");
+    a.is_number(&x);
+    b.is_number(&y);
+    if (y == 0) fail_at(c->expr(1), "modulo by zero");
+    return scalar(constant(x - y * std::floor(x / y)));
+  }
+
   Value eval_inner(NetsorParser::ExprContext* e) {
     if (auto* c = dynamic_cast<NetsorParser::ParenExprContext*>(e)) return eval(c->expr());
     if (auto* c = dynamic_cast<NetsorParser::NumberExprContext*>(e)) {
@@ -980,6 +1007,7 @@ class Lowerer {
     }
     if (auto* c = dynamic_cast<NetsorParser::MulExprContext*>(e)) {
       Value a = eval(c->expr(0)), b = eval(c->expr(1));
+      if (c->op->getText() == "%") return modulo(a, b, c);
       if (operator_arith(a, b)) return op_arith(c->op->getText()[0], a, b, c);
       if (c->op->getText() == "*")
         return combine(a, b, c->expr(0), c->expr(1), [](Expr x, Expr y) { return mul(x, y); }, c);
@@ -1482,6 +1510,7 @@ ir::Program compile(std::function<parse::SourceFile()> read, const FrontendOptio
     Lowerer l(o);
     result = l.run(std::move(pf));
   });
+  ir::verify(result);
   return result;
 }
 

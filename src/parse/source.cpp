@@ -108,6 +108,7 @@ SourceFile make_source(std::string text, std::string name) {
     fail(quiet, line, col, 1, std::string("this is not a text file: byte ") + hex + " is not valid UTF-8 text",
          "netsor reads .tp source files (UTF-8 text)");
   }
+  remember_source_lines(f.path, f.lines);
   return f;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "../cli/coordcheck.hpp"
+#include "../cli/plot.hpp"
 #include "../cli/report.hpp"
 #include "netsor/abc.hpp"
 #include "netsor/converge.hpp"
@@ -208,8 +209,8 @@ void bind_converge(py::module_& m) {
           if (s.name == name) return s;
         throw py::key_error(name);
       })
-      .def("svg", [](const exec::ConvergeResult& r, const std::string& title) { return exec::svg_plot(r, title); },
-           py::arg("title") = "", "the log-log plot of netsor converge --plot, as SVG text");
+      .def("svg", [](const exec::ConvergeResult& r, const std::string& title) { return cli::converge_svg(r, title); },
+           py::arg("title") = "", "the plot of netsor converge --plot (errors against width, and each quantity against its limit), as SVG text");
 }
 
 void bind_results(py::module_& m) {

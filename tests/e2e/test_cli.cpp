@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include <chrono>
 #include <random>
 
 #include "harness.hpp"
@@ -219,4 +221,44 @@ TEST_CASE("limit --method: sampled names its points, quadrature stays, bad setti
   auto t = run("limit programs/transpose_correction.tp --method sampled --tol 1e-2");
   CHECK(t.rc == 0);
   CHECK(t.out.find("reached") != std::string::npos);
+}
+
+TEST_CASE("converge --plot: an error panel and one panel per quantity, escaped text, and --only") {
+  fs::path d = scratch() / "plot";
+  fs::create_directories(d);
+  fs::copy_file(kSrc / "programs/transpose_correction.tp", d / "a&b<c>.tp", fs::copy_options::overwrite_existing);
+  auto r = run("converge 'a&b<c>.tp' --widths 128,256 --seeds 2 --plot p.svg", d);
+  REQUIRE(r.rc == 0);
+  std::string svg = slurp(d / "p.svg");
+  CHECK(svg.find("a&amp;b&lt;c&gt;.tp") != std::string::npos);
+  CHECK(svg.find("a&b<c") == std::string::npos);
+  CHECK(svg.find("rms error over seeds") != std::string::npos);
+  CHECK(svg.find("n^-1/2 guide") != std::string::npos);
+  // One small panel (a frame and a limit line) per reported quantity.
+  auto lines = [&](const std::string& s) {
+    std::size_t n = 0;
+    for (auto at = s.find("<title>limit "); at != std::string::npos; at = s.find("<title>limit ", at + 1)) ++n;
+    return n;
+  };
+  CHECK(lines(svg) == 2);  // reports c and d
+  r = run("converge 'a&b<c>.tp' --widths 128,256 --seeds 2 --only d --plot q.svg", d);
+  REQUIRE(r.rc == 0);
+  CHECK(lines(slurp(d / "q.svg")) == 1);
+  CHECK(r.out.find("\nd   limit") != std::string::npos);
+  CHECK(r.out.find("\nc   limit") == std::string::npos);
+  expect_usage_error(run("converge 'a&b<c>.tp' --only nope", d), "--only nope: the program reports no 'nope' (its reports: c, d)");
+}
+
+TEST_CASE("--max-seconds refuses, before starting, runs predicted to take longer, and lets shorter ones run") {
+  // 64 seeds at n = 65536 of a 4-layer MLP: hours; the prediction takes three pilot seeds.
+  auto t0 = std::chrono::steady_clock::now();
+  expect_clean_error(run("run programs/mlp_nngp.tp --width 65536 --seeds 64 --max-seconds 5"),
+                     "the runs are predicted to take about");
+  expect_clean_error(run("converge programs/mlp_nngp.tp --widths 1024,65536 --seeds 64 --max-seconds 5"),
+                     "the finite-width runs are predicted to take about");
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 60);
+  auto r = run("run programs/mlp_nngp.tp --width 256 --seeds 2 --max-seconds 600");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("relu_K[1][1]") != std::string::npos);
+  expect_usage_error(run("run programs/mlp_nngp.tp --max-seconds -1"), "--max-seconds");
 }

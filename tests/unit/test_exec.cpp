@@ -186,8 +186,4 @@ TEST_CASE("converge: verdicts and slopes on a program with a known limit") {
     CHECK(std::abs(s.slope + 0.5) <= 0.25);  // within [-0.75, -0.25]
     CHECK(s.rows.back().error <= 4 * s.rows.back().sem);
   }
-  std::string svg = exec::svg_plot(r, "t");
-  CHECK(svg.rfind("<svg", 0) == 0);
-  CHECK(svg.find("</svg>") != std::string::npos);
-  CHECK(svg.find("polyline") != std::string::npos);
 }

@@ -152,6 +152,33 @@ for t in 1..T {
   CHECK(q.instrs.size() == 6);
 }
 
+TEST_CASE("% on numbers known when the program is read, with the divisor's sign") {
+  auto p = compile(R"(
+const T = 4
+vector x : gaussian(var=1)
+a[-7 % 3] = tanh(x)
+b[7 % -3] = tanh(x)
+for t in 5..5 {
+  c[(t + 1) % T] = tanh(x)
+}
+)");
+  CHECK(find(p, "a[2]").kind == VarKind::H);   // -7 = 3 * (-3) + 2
+  CHECK(find(p, "b[-2]").kind == VarKind::H);  // 7 = -3 * (-3) - 2
+  CHECK(find(p, "c[2]").kind == VarKind::H);   // 6 % 4
+  CHECK(error_of("vector x : gaussian(var=1)\nreport r = avg(x % 2)\n").message.find("'%' takes numbers") == 0);
+  CHECK(error_of("const a = 3 % 0\n").message == "modulo by zero");
+}
+
+TEST_CASE("a width ratio may be a constant, and -D sets it") {
+  const char* src = "const rho = 0.5\nwidth n\nwidth m = rho n\nmatrix A[m, n] : gaussian(var=1)\n";
+  CHECK(compile(src).widths[1].ratio == 0.5);
+  FrontendOptions o;
+  o.defines["rho"] = 3;
+  CHECK(compile(src, o).widths[1].ratio == 3);
+  CHECK(error_of("width n\nwidth m = q n\n").message == "'q' is not a constant defined above");
+  CHECK(error_of("const q = -1\nwidth n\nwidth m = q n\n").message == "a width ratio must be a positive number");
+}
+
 TEST_CASE("nested @ names its intermediate results") {
   auto p = compile(R"(
 matrix W : gaussian(var=1)

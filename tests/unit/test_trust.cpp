@@ -131,12 +131,11 @@ report r = avg((z[T] - v)^2)
 // a fluctuation. avg(step(avg(v) * v) * v^2) is 0.25 at every large width
 // (either sign of avg(v) selects half the coordinates), not step(0) * 1 = 0.
 TEST_CASE("step and sign of a vanishing fluctuation are refused; of an exact 0 they are step(0)") {
-  // (Open: the same through a named vector, `x = s * v` then `step(x)`, is
-  // still taken as step(0); see docs/reliability.md.)
-  const std::string pre = "vector v : gaussian(var=1)\ns = avg(v)\n";
+  const std::string pre = "vector v : gaussian(var=1)\ns = avg(v)\nx = s * v\n";
   for (std::string f : {"step", "sign", "relu'"}) {
     INFO(f);
     CHECK(refusal(pre + "report r = avg(" + f + "(s * v) * v * v)\n").find("jumps at 0") != std::string::npos);
+    CHECK(refusal(pre + "report r = avg(" + f + "(x) * v * v)\n").find("jumps at 0") != std::string::npos);
   }
   // v - v is 0 at every width: step(0) = 0 exactly.
   auto l = limits_of("vector v : gaussian(var=1)\nreport r = avg(step(v - v) * v * v)\n");
