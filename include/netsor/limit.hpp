@@ -28,12 +28,17 @@ namespace netsor::limit {
 //                 perturbed run takes another path.
 enum class Propagation { Perturbation, Bound };
 
+struct ZView;  // include/netsor/free_probability.hpp
+
 struct Options {
   double tol = 1e-12;             // relative target for quadrature
   bool force_quadrature = false;  // skip closed forms and exact Gaussian algebra
   std::uint64_t seed = 1;         // for randomized QMC in high dimension
   Propagation propagation = Propagation::Perturbation;
   std::uint64_t perturb = 0;      // internal: nonzero in the perturbed run (its seed)
+  // Called when the walk is done (not in perturbed runs) with what the Z
+  // calculus knows: the free-probability back end reads spectra's laws there.
+  std::function<void(const ZView&)> at_end;
 };
 
 // A value, its estimated absolute error, and how it was obtained:

@@ -11,7 +11,11 @@
 namespace netsor::cli {
 
 void add_spectrum_flags(CLI::App* sub, SpectrumFlags& f) {
-  sub->add_option("--width", f.width, "the width n")
+  sub->add_flag("--limit", f.limit, "the infinite-width law of each operator (free probability); with --width, both");
+  sub->add_option("--limit-points", f.limit_points, "points of the limit density's grid")
+      ->check(CLI::Range(2, 100000))
+      ->capture_default_str();
+  f.width_opt = sub->add_option("--width", f.width, "the width n")
       ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
       ->capture_default_str();
   sub->add_option("--bins", f.bins, "histogram bins")->check(CLI::Range(1, 100000))->capture_default_str();
@@ -41,9 +45,26 @@ int spectrum_command(const ir::Program& p, const std::string& file, exec::Option
   o.lanczos_steps = f.lanczos_steps;
   o.lanczos_probes = f.lanczos_probes;
   o.keep_eigenvalues = f.eigenvalues;
+  std::vector<limit::SpectrumLimit> lim;
+  if (f.limit) lim = spectrum_limits(p, f.limit_points);
+  if (f.limit && !f.width_opt->count()) {  // the limit alone
+    if (json) {
+      nlohmann::json j{{"spectra", nlohmann::json::object()}};
+      for (const auto& l : lim) j["spectra"][l.name]["limit"] = limit_spectrum_json(l);
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << file << ": infinite width\n" << limit_spectrum_table(lim);
+    }
+    return 0;
+  }
   auto r = exec::spectra(p, o);
-  if (json) std::cout << spectrum_json(r, f.eigenvalues).dump(2) << "\n";
-  else std::cout << spectrum_table(file, r);
+  if (json) {
+    auto j = spectrum_json(r, f.eigenvalues);
+    for (const auto& l : lim) j["spectra"][l.name]["limit"] = limit_spectrum_json(l);
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << spectrum_table(file, r) << limit_spectrum_table(lim);
+  }
   std::cout.flush();
   if (!f.csv.empty()) write_file(f.csv, spectrum_csv(r));
   if (!f.plot.empty()) write_file(f.plot, spectrum_svg(r, file + ": width " + std::to_string(r.width)));
@@ -63,6 +84,70 @@ std::string spectrum_table(const std::string& file, const exec::SpectrumResult& 
     o << "  min " << s.min << "   max " << s.max << "   fraction near 0: " << s.near_zero << "\n";
   }
   return o.str();
+}
+
+std::vector<limit::SpectrumLimit> spectrum_limits(const ir::Program& p, int points) {
+  std::vector<limit::SpectrumLimit> out;
+  limit::Options lo;
+  lo.at_end = [&](const limit::ZView& z) {
+    limit::SpectrumLimitOptions so;
+    so.points = points;
+    for (const auto& s : p.spectra) {
+      try {
+        out.push_back(limit::free_spectrum(p, s, z, so));
+      } catch (const limit::FreeRefusal& r) {
+        Diagnostic d;
+        d.loc = s.loc;
+        d.message = "no limit law for spectrum '" + s.name + "': " + r.message;
+        d.hint = r.hint;
+        throw ProgramError(d);
+      }
+    }
+  };
+  limit::compute(p, lo);
+  return out;
+}
+
+std::string limit_spectrum_table(const std::vector<limit::SpectrumLimit>& lim) {
+  std::ostringstream o;
+  o << std::setprecision(10);
+  for (const auto& l : lim) {
+    o << "limit of spectrum " << l.name << "  (" << l.method << ")\n";
+    o << "  support:";
+    for (auto [a, b] : l.support) o << " [" << a << ", " << b << "]";
+    o << "   (edges to " << std::setprecision(2) << l.edge_error << std::setprecision(10) << ")\n";
+    for (const auto& a : l.atoms)
+      o << "  atom at " << a.at << ": mass " << a.mass << " +- " << std::setprecision(2) << a.abs_error
+        << std::setprecision(10) << "  (" << a.method << ")\n";
+    o << "  moment  tr S^k                     abs_error\n";
+    for (std::size_t k = 0; k < l.moments.size(); ++k)
+      o << "  k = " << k + 1 << "   " << std::left << std::setw(24) << l.moments[k].value << std::right << "  "
+        << std::setprecision(2) << l.moments[k].abs_error << std::setprecision(10) << "\n";
+  }
+  return o.str();
+}
+
+nlohmann::json limit_spectrum_json(const limit::SpectrumLimit& l) {
+  using nlohmann::json;
+  json j{{"x", l.x}, {"method", l.method}, {"edge_error", l.edge_error}};
+  // NaN (a grid point where the fixed point failed) is null in JSON.
+  json d = json::array(), e = json::array();
+  for (std::size_t i = 0; i < l.x.size(); ++i) {
+    d.push_back(std::isfinite(l.density[i]) ? json(l.density[i]) : json());
+    e.push_back(std::isfinite(l.density_error[i]) ? json(l.density_error[i]) : json());
+  }
+  j["density"] = d;
+  j["density_error"] = e;
+  j["support"] = json::array();
+  for (auto [a, b] : l.support) j["support"].push_back({a, b});
+  j["atoms"] = json::array();
+  for (const auto& a : l.atoms)
+    j["atoms"].push_back({{"at", a.at}, {"mass", a.mass}, {"abs_error", a.abs_error}, {"method", a.method}});
+  j["moments"] = json::array();
+  for (std::size_t k = 0; k < l.moments.size(); ++k)
+    j["moments"].push_back({{"k", k + 1}, {"value", l.moments[k].value}, {"abs_error", l.moments[k].abs_error},
+                            {"method", l.moments[k].method}});
+  return j;
 }
 
 nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues) {

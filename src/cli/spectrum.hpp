@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "netsor/free_probability.hpp"
 #include "netsor/spectrum.hpp"
 
 namespace netsor::cli {
@@ -16,6 +17,9 @@ struct SpectrumFlags {
   bool eigenvalues = false;
   std::int64_t dense_max = 4096;
   int lanczos_steps = 80, lanczos_probes = 8;
+  bool limit = false;         // --limit: the infinite-width law (free probability)
+  int limit_points = 400;
+  CLI::Option* width_opt = nullptr;  // given: the finite-width run too
 };
 
 void add_spectrum_flags(CLI::App* sub, SpectrumFlags& f);
@@ -24,6 +28,10 @@ int spectrum_command(const ir::Program& p, const std::string& file, exec::Option
                      bool json);
 
 std::string spectrum_table(const std::string& file, const exec::SpectrumResult& r);
+// The limit laws of every `spectrum` operator (free probability).
+std::vector<limit::SpectrumLimit> spectrum_limits(const ir::Program& p, int points);
+std::string limit_spectrum_table(const std::vector<limit::SpectrumLimit>& l);
+nlohmann::json limit_spectrum_json(const limit::SpectrumLimit& l);
 nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues);
 std::string spectrum_csv(const exec::SpectrumResult& r);
 // One histogram per operator on the density scale, each with an empty
