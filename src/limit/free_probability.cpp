@@ -23,8 +23,6 @@
 #include <algorithm>
 #include <cmath>
 #include <complex>
-#include <cstdio>
-#include <cstdlib>
 #include <sstream>
 
 #include "netsor/operators.hpp"
@@ -323,7 +321,11 @@ class FixedPoint {
     for (int it = 0; it < 60; ++it) {
       CMat G = F(lam, y, &jac);
       CVec r = y - restrict(eta(G));
-      CVec dy = (CMat::Identity(n, n) - jac).fullPivLu().solve(-r);
+      Eigen::PartialPivLU<CMat> lu(CMat::Identity(n, n) - jac);
+      CVec dy = lu.solve(-r);
+      // Roundoff limits y to about eps times the condition number (large near
+      // an atom, where G ~ 1 / delta): the convergence test allows for it.
+      double tol = 1e-14 * std::min(1e8, std::max(1.0, 1 / std::max(lu.rcond(), 1e-300)));
       if (!dy.allFinite()) break;
       double rn = r.cwiseAbs().maxCoeff(), alpha = 1;
       CVec trial = y + dy;
@@ -338,7 +340,7 @@ class FixedPoint {
       }
       y = trial;
       s.step = alpha * dy.cwiseAbs().maxCoeff();
-      if (s.step <= 1e-14 * (1 + y.cwiseAbs().maxCoeff())) {
+      if (s.step <= tol * (1 + y.cwiseAbs().maxCoeff())) {
         s.ok = true;
         break;
       }
@@ -364,7 +366,7 @@ class FixedPoint {
   Sol path(const CVec& lam, const std::vector<double>& levels, std::vector<std::pair<double, CMat>>* keep = nullptr,
            const CVec* warm = nullptr, double t_warm = 1e-3) const {
     auto at = [&](double t) { return CVec(lam + CVec::Constant(K_, cd(0, t))); };
-    auto good = [&](const Sol& s, double t) { return s.ok && (t == 0 || lower_half(s.G)); };
+    auto good = [&](const Sol& s, double) { return s.ok && lower_half(s.G); };
     auto fail = [&](Sol s) {
       if (warm) return path(lam, levels, keep, nullptr);
       s.ok = false;
@@ -465,11 +467,8 @@ Estimate trace_of(const ir::Program& p, const fp::Rep& r, const Pencil& M, const
     auto sl = fl.path(lam, {0}, nullptr, &sh.y, 0);
     if (!sl.ok) err = INFINITY;
     else err += std::abs(value(sl.G) - v);
-    if (std::getenv("NETSOR_FP_DEBUG")) fprintf(stderr, "low %.15g ok %d\n", value(sl.G).real(), (int)sl.ok);
   }
   err += std::abs(v.imag());
-  if (std::getenv("NETSOR_FP_DEBUG"))
-    fprintf(stderr, "trace %.15g step %g imag %g err %g\n", v.real(), sh.step, v.imag(), err);
   Estimate e;
   e.value = v.real();
   e.abs_error = err;
@@ -496,6 +495,22 @@ double rank_bound(const ir::Program& p, int node) {
       return std::min(full, r);
     }
     default: return full;
+  }
+}
+
+// Proven positive semidefinite: X @ X.T-type products (an even number of
+// factors read the same backwards up to transposes), I, and sums, positive
+// multiples and inverses of these. Its support starts at 0 or after.
+bool psd(const ir::Program& p, int node, const std::function<double(const Expr&)>& scalar) {
+  const ir::OpNode& n = p.op_nodes[node];
+  switch (n.kind) {
+    case ir::OpKind::Identity: return true;
+    case ir::OpKind::Product: return n.symmetric && n.args.size() % 2 == 0;
+    case ir::OpKind::Scale: return scalar(n.entries) >= 0 && psd(p, n.args[0], scalar);
+    case ir::OpKind::Inverse: return psd(p, n.args[0], scalar);
+    case ir::OpKind::Sum:
+      return std::all_of(n.args.begin(), n.args.end(), [&](int a) { return psd(p, a, scalar); });
+    default: return false;
   }
 }
 
@@ -577,17 +592,20 @@ class Spectral {
     return pt;
   }
 
-  // Atom mass at a: -delta Im G(a + i delta), delta -> 0 (extrapolated).
+  // Atom mass at a: m(delta) = -delta Im G(a + i delta) for delta = 1e-4 ... 1e-7,
+  // extrapolated to 0. A true atom has m(delta) = m + O(delta); a singular
+  // density (x^-2/3 near 0 for Fuss-Catalan) has m(delta) -> 0 like a power of
+  // delta, which the error (the change over the last decade) shows.
   std::pair<double, double> atom(double a) const {
     std::vector<std::pair<double, cd>> m;
-    for (double d : {1e-3, 1e-4, 1e-5}) {
-      auto s = fp_.path(lam(cd(a, d)), kTraceLevels);
+    for (double d : {1e-4, 1e-5, 1e-6, 1e-7}) {
+      auto s = fp_.path(lam(cd(a, d)), kDensityLevels);
       if (!s.ok) return {0, INFINITY};
       m.push_back({d, cd(-d * s.G(0, 0).imag(), 0)});
     }
-    double v = extrapolate(m).real();
-    std::vector<std::pair<double, cd>> two(m.begin() + 1, m.end());
-    return {v, std::abs(v - extrapolate(two).real()) + 1e-12};
+    std::vector<std::pair<double, cd>> last(m.begin() + 1, m.end());
+    double v = extrapolate(last).real();
+    return {v, std::abs(v - m.back().second.real()) + std::abs(m[2].second.real() - m[3].second.real()) + 1e-12};
   }
 
   const std::vector<ClassLaw>& laws() const { return hi_; }
@@ -629,6 +647,8 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     double m1 = out.moments[0].value, sd = o.moments >= 2 ? std::sqrt(std::max(0.0, out.moments[1].value - m1 * m1)) : 1;
     if (std::isfinite(B)) lo = -B, hi = B;
     else lo = m1 - 10 * sd - 1e-3, hi = m1 + 10 * sd + 1e-3;
+    bool positive = psd(p, sp.node, scalar);
+    if (positive) lo = std::max(lo, 0.0);
     // A coarse scan for the support, its edges by bisection, then the grid.
     const int coarse = 120;
     std::vector<double> cx(coarse + 1);
@@ -659,6 +679,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     double pad = 0.05 * std::max(b - a, 1e-3);
     a -= pad;
     b += pad;
+    if (positive) a = std::max(a, 0.0);
     CVec y;
     bool have = false;
     for (int i = 0; i < o.points; ++i) {
@@ -674,10 +695,10 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     // when the numerical mass agrees), else where the mass is visible.
     double dim = p.dim_ratio(p.op_nodes[sp.node].rows), deficit = 1 - rank_bound(p, sp.node) / dim;
     auto [mass, merr] = S.atom(0);
-    if (deficit > 1e-12 && std::abs(mass - deficit) <= std::max(merr, 1e-6))
+    if (deficit > 1e-12 && std::isfinite(merr) && std::abs(mass - deficit) <= std::max(merr, 1e-6))
       out.atoms.push_back({0, deficit, 0, "exact: rank deficiency 1 - rank/dim (Stieltjes delta -> 0 gives " +
                                               num(mass, 10) + ")"});
-    else if (mass > 1e-6 + merr)
+    else if (std::isfinite(merr) && mass > 1e-6 + 10 * merr)
       out.atoms.push_back({0, mass, merr, "Stieltjes: -delta Im G(i delta), delta = 1e-3, 1e-4, 1e-5 extrapolated"});
     out.method = "free probability: linear pencil (" + std::to_string(P.size()) +
                  " blocks), Stieltjes inversion at x + i0 by Newton continued from x + i t (t -> 0), error against "
