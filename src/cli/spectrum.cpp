@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "netsor/operators.hpp"
 #include "report.hpp"
 
 namespace netsor::cli {
@@ -125,6 +126,17 @@ std::string limit_spectrum_table(const std::vector<limit::SpectrumLimit>& lim) {
         << std::setprecision(2) << l.moments[k].abs_error << std::setprecision(10) << "\n";
   }
   return o.str();
+}
+
+std::string free_derivations(const ir::Program& p, const limit::ZView& z, bool latex) {
+  std::string out;
+  for (const auto& in : p.instrs)
+    if (in.op == ir::Op::Trace)
+      out += "tr(" + ir::op_text(p, in.op_node) + ")  [" + p.vars[in.out].name + ", line " + std::to_string(in.loc.line) +
+             "]\n" + limit::free_derivation(p, in.op_node, z, latex);
+  for (const auto& s : p.spectra)
+    out += "spectrum " + s.name + " = " + ir::op_text(p, s.node) + "\n" + limit::free_derivation(p, s.node, z, latex);
+  return out.empty() ? out : "\nFree probability (pencils and fixed points)\n" + out;
 }
 
 nlohmann::json limit_spectrum_json(const limit::SpectrumLimit& l) {

@@ -32,6 +32,8 @@ std::string spectrum_table(const std::string& file, const exec::SpectrumResult& 
 std::vector<limit::SpectrumLimit> spectrum_limits(const ir::Program& p, int points);
 std::string limit_spectrum_table(const std::vector<limit::SpectrumLimit>& l);
 nlohmann::json limit_spectrum_json(const limit::SpectrumLimit& l);
+// netsor derive: the pencil and fixed-point equations of every tr(...) and spectrum.
+std::string free_derivations(const ir::Program& p, const limit::ZView& z, bool latex);
 nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues);
 std::string spectrum_csv(const exec::SpectrumResult& r);
 // One histogram per operator on the density scale, each with an empty

@@ -719,6 +719,10 @@ std::string free_derivation(const ir::Program& p, int node, const ZView& z, bool
     o << "  linear representation T = u Q^{-1} v, " << r.size() << " blocks; self-adjoint pencil M = [[0, Q^T], [Q, 0]]\n";
     o << "  atoms:";
     for (std::size_t a = 0; a < lin.atoms().size(); ++a) o << (a ? ", " : " ") << "X" << a << " = " << lin.atom_text((int)a);
+    o << "\n  u =";
+    for (auto [i, c] : r.u) o << " (" << i << ") " << num(c);
+    o << ",  v =";
+    for (auto [j, c] : r.v) o << " (" << j << ") " << num(c);
     o << "\n" << fp::pencil_text(p, lin, M);
     if (latex)
       o << "  \\[ G(\\Lambda) = \\mathbb{E}_Z\\Big[\\big(\\Lambda - Q_0 - \\sum_j B_j d_j(Z) - \\eta(G)\\big)^{-1}\\Big],"

@@ -111,4 +111,9 @@ TEST_CASE("netsor limit: ridge resolvent traces and a located refusal") {
   CHECK(std::abs(q["s"]["value"].get<double>() - 2 * (std::sqrt(2.0) - 1)) < 1e-10);
   CHECK(std::abs(q["t"]["value"].get<double>() - std::sqrt(2.0)) < 1e-10);
   CHECK(q["t"]["method"].get<std::string>().find("free probability") != std::string::npos);
+  auto d = run("derive '" + p.string() + "'");
+  REQUIRE(d.rc == 0);
+  CHECK(d.out.find("self-adjoint pencil") != std::string::npos);
+  CHECK(d.out.find("C[X] = ") != std::string::npos);
+  CHECK(d.out.find("fixed point: G(Lambda) = E_Z[") != std::string::npos);
 }
