@@ -19,3 +19,14 @@ k1, k2, k3 = 1.5, 1.5 ** 2, 1.5 ** 3
 print("tanh depth 1: m1 =", mp.nstr(k1 * b1, 17))
 print("tanh depth 1: m2 =", mp.nstr(k2 * b1 ** 2 + k1 ** 2 * b2, 17))
 print("tanh depth 1: m3 =", mp.nstr(k3 * b1 ** 3 + 3 * k2 * k1 * b2 * b1 + k1 ** 3 * b3, 17))
+
+# Wigner plus a diagonal (Pastur): A = (W + W^T)/sqrt 2 + diag(tanh(x)), x ~ N(0, 1).
+# G(z) = tr (z - A)^{-1} solves G = E[1 / (z - G - tanh(x))]; at z = -3 (left of
+# the spectrum) G is real and tr(inv(A + 3 I)) = -G(-3). Fixed-point iteration
+# with each expectation by mpmath quadrature.
+def pastur(z):
+    G = mp.mpf(1) / z
+    for _ in range(200):
+        G = quad(lambda x: exp(-x * x / 2) / sqrt(2 * pi) / (z - G - mp.tanh(x)), [-inf, 0, inf])
+    return G
+print("pastur: tr(inv(A + D + 3 I)) =", mp.nstr(-pastur(mp.mpf(-3)), 17))

@@ -112,6 +112,15 @@ TEST_CASE("free probability: two routes, one answer (tanh Jacobian, depth 2)") {
              2);
 }
 
+TEST_CASE("free probability: a Wigner matrix plus a diagonal (Pastur's equation, mpmath)") {
+  // tests/unit/free_probability_refs.py: G = E[1 / (z - G - tanh(x))] at z = -3.
+  auto L = limits_of(
+      "matrix W : gaussian(var=1)\nvector x : gaussian(var=1)\n"
+      "operator A = (W + W.T) / sqrt(2) + diag(tanh(x))\nreport r = tr(inv(A + 3 * I))\n");
+  CHECK(std::abs(L["r"].value - 0.41150892091463789) < 1e-10);
+  CHECK(std::abs(L["r"].value - 0.41150892091463789) <= L["r"].abs_error + 1e-12);
+}
+
 TEST_CASE("free probability: what it does not cover is refused with a reason") {
   CHECK(refusal("matrix O : orthogonal(var=1)\nreport t = tr(inv(O @ O.T + I))\n").find("Haar-orthogonal") !=
         std::string::npos);
