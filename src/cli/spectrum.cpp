@@ -1,6 +1,7 @@
 // netsor spectrum (src/cli/spectrum.hpp).
 #include "spectrum.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -34,6 +35,52 @@ void add_spectrum_flags(CLI::App* sub, SpectrumFlags& f) {
       ->capture_default_str();
 }
 
+namespace {
+
+// sup_x |F_width(x) - F_limit(x)|: the pooled eigenvalues (or Lanczos nodes)
+// against the limit CDF (atoms, and the density integrated on its grid by the
+// trapezoidal rule), at every eigenvalue from both sides.
+double kolmogorov(const exec::SpectrumStats& s, const limit::SpectrumLimit& l) {
+  std::vector<std::pair<double, double>> ev;
+  for (std::size_t k = 0; k < s.values.size(); ++k)
+    for (std::size_t i = 0; i < s.values[k].size(); ++i)
+      ev.push_back({s.values[k][i], s.weights[k][i] / double(s.values.size())});
+  // Eigenvalues within roundoff of 0 are the atom at 0 (as for near_zero).
+  double big = 0;
+  for (const auto& e : ev) big = std::max(big, std::abs(e.first));
+  for (auto& e : ev)
+    if (std::abs(e.first) <= 1e-8 * big) e.first = 0;
+  std::sort(ev.begin(), ev.end());
+  std::vector<double> cum(l.x.size(), 0.0);
+  for (std::size_t i = 1; i < l.x.size(); ++i) {
+    double a = std::isfinite(l.density[i - 1]) ? l.density[i - 1] : 0, b = std::isfinite(l.density[i]) ? l.density[i] : 0;
+    cum[i] = cum[i - 1] + 0.5 * (a + b) * (l.x[i] - l.x[i - 1]);
+  }
+  double total = 0;
+  for (const auto& a : l.atoms) total += a.mass;
+  double scale = cum.empty() || cum.back() <= 0 ? 0 : (1 - total) / cum.back();  // grid quadrature error
+  auto F = [&](double x, bool with_atom_at_x) {  // F(x) or F(x-)
+    double v = 0;
+    for (const auto& a : l.atoms)
+      if (a.at < x || (with_atom_at_x && a.at == x)) v += a.mass;
+    if (l.x.empty() || x < l.x.front()) return v;
+    if (x >= l.x.back()) return v + scale * cum.back();
+    std::size_t i = std::upper_bound(l.x.begin(), l.x.end(), x) - l.x.begin();
+    double t = (x - l.x[i - 1]) / (l.x[i] - l.x[i - 1]);
+    return v + scale * (cum[i - 1] + t * (cum[i] - cum[i - 1]));
+  };
+  double d = 0, Fw = 0;
+  for (std::size_t i = 0; i < ev.size();) {  // a group of equal eigenvalues at a time
+    double x = ev[i].first;
+    d = std::max(d, std::abs(Fw - F(x, false)));
+    for (; i < ev.size() && ev[i].first == x; ++i) Fw += ev[i].second;
+    d = std::max(d, std::abs(Fw - F(x, true)));
+  }
+  return d;
+}
+
+}  // namespace
+
 int spectrum_command(const ir::Program& p, const std::string& file, exec::Options run, const SpectrumFlags& f,
                      bool json) {
   for (const auto* path : {&f.plot, &f.csv})
@@ -58,17 +105,27 @@ int spectrum_command(const ir::Program& p, const std::string& file, exec::Option
     }
     return 0;
   }
+  o.keep_eigenvalues = f.eigenvalues || f.limit;  // the distance to the limit law needs them
   auto r = exec::spectra(p, o);
   if (json) {
     auto j = spectrum_json(r, f.eigenvalues);
-    for (const auto& l : lim) j["spectra"][l.name]["limit"] = limit_spectrum_json(l);
+    for (const auto& l : lim) {
+      j["spectra"][l.name]["limit"] = limit_spectrum_json(l);
+      for (const auto& s : r.spectra)
+        if (s.name == l.name) j["spectra"][l.name]["kolmogorov_distance"] = kolmogorov(s, l);
+    }
     std::cout << j.dump(2) << "\n";
   } else {
     std::cout << spectrum_table(file, r) << limit_spectrum_table(lim);
+    for (const auto& l : lim)
+      for (const auto& s : r.spectra)
+        if (s.name == l.name)
+          std::cout << "  Kolmogorov distance between width " << r.width << " and the limit (" << l.name
+                    << "): " << kolmogorov(s, l) << "\n";
   }
   std::cout.flush();
   if (!f.csv.empty()) write_file(f.csv, spectrum_csv(r));
-  if (!f.plot.empty()) write_file(f.plot, spectrum_svg(r, file + ": width " + std::to_string(r.width)));
+  if (!f.plot.empty()) write_file(f.plot, spectrum_svg(r, file + ": width " + std::to_string(r.width), lim));
   return 0;
 }
 
@@ -202,10 +259,15 @@ std::string escape(const std::string& s) {
 }
 
 // One panel: bars on the density scale, axes with their ranges.
-void svg_panel(std::ostringstream& o, const exec::SpectrumStats& s, double top, double W, double H) {
+void svg_panel(std::ostringstream& o, const exec::SpectrumStats& s, const limit::SpectrumLimit* lim, double top,
+               double W, double H) {
   const double ml = 70, mr = 30, mt = 30, mb = 40;
   double lo = s.edges.front(), hi = s.edges.back(), ymax = 0;
   for (double d : s.density) ymax = std::max(ymax, d);
+  if (lim)  // the limit density's peak within the histogram's range, capped (it may diverge at an edge)
+    for (std::size_t i = 0; i < lim->x.size(); ++i)
+      if (lim->x[i] >= lo && lim->x[i] <= hi && std::isfinite(lim->density[i]))
+        ymax = std::max(ymax, std::min(lim->density[i], 2 * ymax));
   if (!(ymax > 0)) ymax = 1;
   ymax *= 1.1;
   auto X = [&](double x) { return ml + (x - lo) / (hi - lo) * (W - ml - mr); };
@@ -218,7 +280,20 @@ void svg_panel(std::ostringstream& o, const exec::SpectrumStats& s, double top, 
     o << "<rect x=\"" << X(s.edges[b]) << "\" y=\"" << Y(s.density[b]) << "\" width=\""
       << std::max(0.0, X(s.edges[b + 1]) - X(s.edges[b])) << "\" height=\"" << Y(0) - Y(s.density[b])
       << "\" fill=\"#1f77b4\" fill-opacity=\"0.6\" stroke=\"#1f77b4\" stroke-width=\"0.5\"/>\n";
-  o << "<g class=\"limit\"></g>\n";  // the limit density goes here
+  o << "<g class=\"limit\">";  // the limit density over the histogram (netsor spectrum --limit)
+  if (lim) {
+    o << "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\" points=\"";
+    for (std::size_t i = 0; i < lim->x.size(); ++i)
+      if (lim->x[i] >= lo && lim->x[i] <= hi && std::isfinite(lim->density[i]))
+        o << X(lim->x[i]) << "," << std::max(Y(std::min(lim->density[i], ymax)), top + mt) << " ";
+    o << "\"/>";
+    for (const auto& a : lim->atoms)
+      if (a.at >= lo && a.at <= hi)
+        o << "<line x1=\"" << X(a.at) << "\" x2=\"" << X(a.at) << "\" y1=\"" << Y(0) << "\" y2=\"" << top + mt
+          << "\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/><text x=\"" << X(a.at) + 4 << "\" y=\"" << top + mt + 14
+          << "\" fill=\"#d62728\">atom " << a.mass << "</text>";
+  }
+  o << "</g>\n";
   for (double x : {lo, (lo + hi) / 2, hi})
     o << "<text x=\"" << X(x) << "\" y=\"" << Y(0) + 16 << "\" text-anchor=\"middle\">" << std::setprecision(4) << x
       << "</text>\n";
@@ -230,7 +305,8 @@ void svg_panel(std::ostringstream& o, const exec::SpectrumStats& s, double top, 
 
 }  // namespace
 
-std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title) {
+std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title,
+                         const std::vector<limit::SpectrumLimit>& lim) {
   const double W = 760, H = 320, head = 40;
   std::ostringstream o;
   double total = head + H * double(r.spectra.size());
@@ -238,7 +314,12 @@ std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title
     << W << " " << total << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   o << "<text x=\"70\" y=\"26\" font-size=\"15\">" << escape(title) << ", " << r.seeds << " seeds</text>\n";
-  for (std::size_t k = 0; k < r.spectra.size(); ++k) svg_panel(o, r.spectra[k], head + H * double(k), W, H);
+  for (std::size_t k = 0; k < r.spectra.size(); ++k) {
+    const limit::SpectrumLimit* l = nullptr;
+    for (const auto& x : lim)
+      if (x.name == r.spectra[k].name) l = &x;
+    svg_panel(o, r.spectra[k], l, head + H * double(k), W, H);
+  }
   o << "</svg>\n";
   return o.str();
 }

@@ -38,6 +38,7 @@ nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues);
 std::string spectrum_csv(const exec::SpectrumResult& r);
 // One histogram per operator on the density scale, each with an empty
 // <g class="limit"> where a limit density can be drawn over it.
-std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title);
+std::string spectrum_svg(const exec::SpectrumResult& r, const std::string& title,
+                         const std::vector<limit::SpectrumLimit>& lim = {});
 
 }  // namespace netsor::cli

@@ -117,3 +117,23 @@ TEST_CASE("netsor limit: ridge resolvent traces and a located refusal") {
   CHECK(d.out.find("C[X] = ") != std::string::npos);
   CHECK(d.out.find("fixed point: G(Lambda) = E_Z[") != std::string::npos);
 }
+
+TEST_CASE("spectrum --limit --width: the histogram, the limit density over it, and their distance") {
+  fs::path svg = scratch() / "mp_limit.svg";
+  auto r = run("spectrum programs/spectra/marchenko_pastur.tp --limit --width 512 --seeds 2 --json --plot '" +
+               svg.string() + "'");
+  REQUIRE(r.rc == 0);
+  json s = json::parse(r.out)["spectra"];
+  for (const char* name : {"rho_0_3", "rho_3"}) {
+    CAPTURE(name);
+    CHECK(s[name].contains("histogram"));
+    CHECK(s[name]["limit"]["density"].size() == 400);
+    // Eigenvalues at width 512 sit within O(1/n) of the limit law's quantiles.
+    double d = s[name]["kolmogorov_distance"].get<double>();
+    CHECK(d > 0);
+    CHECK(d < 0.05);
+  }
+  std::string plot = slurp(svg);
+  CHECK(plot.find("<g class=\"limit\"><polyline") != std::string::npos);
+  CHECK(plot.find("atom 0.7") != std::string::npos);
+}
