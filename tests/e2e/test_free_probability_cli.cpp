@@ -13,12 +13,6 @@ using nlohmann::json;
 
 namespace {
 
-fs::path write_program(const std::string& name, const std::string& text) {
-  fs::path p = scratch() / name;
-  std::ofstream(p) << text;
-  return p;
-}
-
 json limit_spectra(const std::string& file_args) {
   auto r = run("spectrum " + file_args + " --limit --json");
   REQUIRE(r.rc == 0);

@@ -12,12 +12,6 @@ using nlohmann::json;
 
 namespace {
 
-fs::path write_program(const std::string& name, const std::string& text) {
-  fs::path p = scratch() / name;
-  std::ofstream(p) << text;
-  return p;
-}
-
 const char* kOps =
     "width m = 0.5 n\n"
     "matrix A[m, n] : gaussian(var=1)\n"
