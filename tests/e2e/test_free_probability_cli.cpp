@@ -112,6 +112,18 @@ TEST_CASE("netsor limit: ridge resolvent traces and a located refusal") {
   CHECK(d.out.find("fixed point: G(Lambda) = E_Z[") != std::string::npos);
 }
 
+TEST_CASE("netsor limit: programs/spectra/resolvents.tp against its closed forms") {
+  auto r = run("limit programs/spectra/resolvents.tp --json");
+  REQUIRE(r.rc == 0);
+  json q = json::parse(r.out)["quantities"];
+  const double r2 = std::sqrt(2.0);
+  CHECK(std::abs(q["s"]["value"].get<double>() - 2 * (r2 - 1)) < 1e-10);
+  CHECK(std::abs(q["t"]["value"].get<double>() - r2) < 1e-10);
+  CHECK(std::abs(q["v"]["value"].get<double>() - (r2 - 1) / 2) < 1e-10);
+  CHECK(std::abs(q["r"]["value"].get<double>() - 0.41150892091463789) < 1e-10);  // mpmath, free_probability_refs.py
+  for (const char* k : {"s", "t", "v", "r"}) CHECK(q[k]["abs_error"].get<double>() < 1e-9);
+}
+
 TEST_CASE("spectrum --limit --width: the histogram, the limit density over it, and their distance") {
   fs::path svg = scratch() / "mp_limit.svg";
   auto r = run("spectrum programs/spectra/marchenko_pastur.tp --limit --width 512 --seeds 2 --json --plot '" +
