@@ -654,10 +654,14 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     std::vector<double> cx(coarse + 1);
     std::vector<bool> in(coarse + 1);
     double tau = 1e-9;
-    for (int i = 0; i <= coarse; ++i) {
+    CVec y;
+    bool have = false;
+    for (int i = 0; i <= coarse; ++i) {  // warm-started from the neighbour (checked, with fallback)
       cx[i] = lo + (hi - lo) * i / coarse;
-      auto pt = S.density(cx[i]);
+      auto pt = S.density(cx[i], have ? &y : nullptr);
       in[i] = pt.ok && pt.density > tau;
+      have = pt.ok;
+      if (pt.ok) y = pt.y;
     }
     auto edge = [&](double a, double b, bool a_in) {
       for (int it = 0; it < 44 && b - a > 1e-12 * (1 + std::abs(a)); ++it) {
@@ -680,8 +684,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     a -= pad;
     b += pad;
     if (positive) a = std::max(a, 0.0);
-    CVec y;
-    bool have = false;
+    have = false;
     for (int i = 0; i < o.points; ++i) {
       double x = a + (b - a) * i / std::max(1, o.points - 1);
       auto pt = S.density(x, have ? &y : nullptr);
