@@ -34,6 +34,8 @@ enum class Propagation { Perturbation, Bound };
 // the dimension of the program's integrals (Auto, docs/accuracy.md).
 enum class Method { Quadrature, Sampled, Auto };
 
+struct ZView;  // include/netsor/free_probability.hpp
+
 struct Options {
   double tol = 1e-12;             // relative target for quadrature
   bool force_quadrature = false;  // skip closed forms and exact Gaussian algebra
@@ -50,6 +52,9 @@ struct Options {
   double budget = 60;
   int threads = 0;  // 0: all cores; the numbers do not depend on it
   std::function<void(const std::string&)> progress;  // sampled: what it is doing
+  // Called when the walk is done (not in perturbed runs) with what the Z
+  // calculus knows: the free-probability back end reads spectra's laws there.
+  std::function<void(const ZView&)> at_end;
 };
 
 // A value, its estimated absolute error, and how it was obtained:

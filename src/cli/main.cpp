@@ -359,9 +359,12 @@ int run_command(int argc, char** argv) {
     }
     if (derive->parsed()) {
       auto prog = netsor::compile_file(derive_o.file, options_of(derive_o));
-      auto res = netsor::limit::compute(prog);
+      std::string free_text;  // the pencils of tr(...) and spectra (free probability)
+      netsor::limit::Options dlo;
+      dlo.at_end = [&](const netsor::limit::ZView& z) { free_text = netsor::cli::free_derivations(prog, z, latex); };
+      auto res = netsor::limit::compute(prog, dlo);
       if (derive_o.json) std::cout << netsor::cli::derive_json(prog, res).dump(2) << "\n";
-      else std::cout << netsor::cli::derive_text(prog, res, latex);
+      else std::cout << netsor::cli::derive_text(prog, res, latex) << free_text;
       return kOk;
     }
     if (run->parsed()) {

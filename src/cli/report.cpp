@@ -1,6 +1,7 @@
 #include "report.hpp"
 
 #include "netsor/frontend.hpp"
+#include "netsor/operators.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -192,9 +193,10 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
       o << c << "  " << p.vars[v].name << " = the width (a power of n, kept symbolic by the order analysis)\n";
       continue;
     }
-    std::string text = in.op == ir::Op::Moment ? (latex ? "\\mathbb{E}\\left[" + expr(in.expr) + "\\right]"
-                                                        : "E[" + expr(in.expr) + "]")
-                                               : expr(in.expr);
+    std::string text = in.op == ir::Op::Trace    ? "tr(" + ir::op_text(p, in.op_node) + ")"  // its pencil: below
+                       : in.op == ir::Op::Moment ? (latex ? "\\mathbb{E}\\left[" + expr(in.expr) + "\\right]"
+                                                          : "E[" + expr(in.expr) + "]")
+                                                 : expr(in.expr);
     if (latex)
       o << zname(v) << " &= " << text << " = " << num(e.value) << " \\\\\n";
     else

@@ -16,6 +16,7 @@
 
 #include "gaussian_state.hpp"
 #include "netsor/expr_walk.hpp"
+#include "netsor/free_probability.hpp"
 #include "netsor/limit.hpp"
 #include "order.hpp"
 #include "sampled.hpp"
@@ -40,9 +41,11 @@ class ZCalculus {
         case Op::Moment: compute_moment(in); break;
         case Op::Scalar: compute_scalar(in); break;
         case Op::Width: compute_width(in); break;
-        case Op::Apply: case Op::Trace: break;  // refused in compute()
+        case Op::Trace: compute_trace(in); break;
+        case Op::Apply: break;  // refused in compute()
       }
     }
+    if (opt_.at_end && !opt_.perturb) opt_.at_end(view());
     g_.finish();
     Result r;
     for (const auto& rep : p_.reports) r.quantities.push_back(reported(rep));
@@ -442,6 +445,30 @@ class ZCalculus {
   }
 
   // ---- A width as a number: ratio * n^1.
+  // What the free-probability back end reads: Z's of vectors and limits of
+  // scalars at order 0, over the Gaussian leaves' law.
+  ZView view() const {
+    ZView z;
+    z.law = g_.law();
+    z.subst = [this](VarId v) -> Expr {
+      if (std::abs(s_.order[v]) > kTol) return nullptr;
+      if (p_.vars[v].kind == ir::VarKind::Scalar) return s_.scalar[v] ? constant(s_.scalar[v]->value) : nullptr;
+      return s_.Z[v];
+    };
+    return z;
+  }
+
+  // ---- Trace: lim tr(T) by the free-probability back end (free_probability.cpp)
+  void compute_trace(const ir::Instr& in) {
+    try {
+      Estimate e = free_trace(p_, in.op_node, view());
+      numeric_rel_error_ = std::max(numeric_rel_error_, e.abs_error / std::max(std::abs(e.value), 1e-300));
+      s_.scalar[in.out] = e;
+    } catch (const FreeRefusal& r) {
+      refuse(in, "no limit for this trace: " + r.message, r.hint);
+    }
+  }
+
   void compute_width(const ir::Instr& in) {
     s_.scalar[in.out] = Estimate{p_.widths.at(in.member).ratio, 0.0, "exact (width)", {}};
     s_.order[in.out] = 1.0;
@@ -451,13 +478,13 @@ class ZCalculus {
 }  // namespace
 
 Result compute(const ir::Program& p, const Options& o) {
-  for (const auto& in : p.instrs)  // the one place that refuses operator inverses and traces
-    if (in.op == ir::Op::Apply || in.op == ir::Op::Trace) {
+  for (const auto& in : p.instrs)  // the one place that refuses an inverse applied to a vector
+    if (in.op == ir::Op::Apply) {
       Diagnostic d;
       d.loc = in.loc;
-      d.message = "limits of inv/tr arrive with the free-probability back end";
-      d.hint = "`netsor run` and `netsor spectrum` measure them at finite width; products, sums and diag(...) "
-               "applied to vectors (S @ v) have limits now";
+      d.message = "the limit of an operator with inv(...) applied to a vector is not derived";
+      d.hint = "`netsor run` and `netsor spectrum` measure it at finite width; tr(...) of rational operators, and "
+               "products, sums and diag(...) applied to vectors (S @ v), have limits";
       throw ProgramError(d);
     }
   if (o.method == Method::Sampled || (o.method == Method::Auto && integral_dimension(p) > kAutoDimension))

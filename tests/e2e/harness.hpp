@@ -39,6 +39,13 @@ inline fs::path scratch() {
   return d;
 }
 
+// A program written to the scratch directory, for a test of its own.
+inline fs::path write_program(const std::string& name, const std::string& text) {
+  fs::path p = scratch() / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
 // Runs netsor with args (already shell-quoted), in `cwd`. Its standard input
 // is empty, or the output of the shell command `feed`.
 inline Result run(const std::string& args, const fs::path& cwd = kSrc, const std::string& feed = "") {

@@ -21,12 +21,6 @@ z = A.T @ (A @ x)
 report r = s * avg(z * x)
 )";
 
-fs::path write_program(const std::string& name, const std::string& text) {
-  fs::path f = scratch() / name;
-  std::ofstream(f) << text;
-  return f;
-}
-
 }  // namespace
 
 TEST_CASE("a limit sweep over a width ratio gives the closed form at every point, in text, JSON and CSV") {
