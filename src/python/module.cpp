@@ -13,6 +13,7 @@
 
 #include "../cli/coordcheck.hpp"
 #include "../cli/plot.hpp"
+#include "../cli/spectrum.hpp"
 #include "../cli/report.hpp"
 #include "netsor/abc.hpp"
 #include "netsor/converge.hpp"
@@ -126,6 +127,33 @@ py::object coordcheck_of(const Program& p, const std::vector<std::int64_t>& widt
   auto r = off_the_gil([&] { return cli::coordcheck(p.ir, o); });
   auto j = cli::coordcheck_json(r);
   j["svg"] = cli::coordcheck_svg(r, p.name);
+  return from_json(j);
+}
+
+// netsor spectrum --json as a dict (with "svg": the histograms): the finite-width
+// eigenvalue laws at `width`, and with limit=True each law's infinite-width limit
+// by free probability under "limit" (width=None: the limit alone).
+py::object spectrum_of(const Program& p, std::optional<std::int64_t> width, int seeds, std::uint64_t seed, int threads,
+                       int bins, bool eigenvalues, bool limit, int limit_points) {
+  if (!width && !limit) throw py::value_error("give a width, or limit=True for the limit alone");
+  if (seeds < 1 || bins < 1) throw py::value_error("seeds and bins must be at least 1");
+  if (p.ir.spectra.empty()) throw py::value_error("the program has no `spectrum` statement");
+  std::vector<limit::SpectrumLimit> lim;
+  nlohmann::json j{{"spectra", nlohmann::json::object()}};
+  off_the_gil([&] {
+    if (limit) lim = cli::spectrum_limits(p.ir, limit_points);
+    if (width) {
+      exec::SpectrumOptions o;
+      o.run = run_options(*width, seeds, seed, threads, false);
+      o.bins = bins;
+      o.keep_eigenvalues = eigenvalues;
+      auto r = exec::spectra(p.ir, o);
+      j = cli::spectrum_json(r, eigenvalues);
+      j["svg"] = cli::spectrum_svg(r, p.name);
+    }
+    return 0;
+  });
+  for (const auto& l : lim) j["spectra"][l.name]["limit"] = cli::limit_spectrum_json(l);
   return from_json(j);
 }
 
@@ -278,6 +306,11 @@ PYBIND11_MODULE(_netsor, m) {
            py::arg("seeds") = 4, py::arg("seed") = 0, py::arg("only") = std::vector<std::string>{},
            py::arg("step_index") = 0,
            "netsor coordcheck: each vector's rms over widths, fitted and predicted exponents (a dict; 'svg': the plot)")
+      .def("spectrum", &spectrum_of, py::arg("width") = std::optional<std::int64_t>(1024), py::arg("seeds") = 8,
+           py::arg("seed") = 0, py::arg("threads") = 0, py::arg("bins") = 60, py::arg("eigenvalues") = false,
+           py::arg("limit") = false, py::arg("limit_points") = 400,
+           "netsor spectrum: each `spectrum` operator's eigenvalue law at a finite width (moments, histogram, 'svg'), "
+           "and with limit=True its limit law (width=None: the limit alone)")
       .def("ir", [](const Program& p) { return from_json(ir::to_json(p.ir)); }, "the lowered IR (netsor print --json)")
       .def("__repr__", [](const Program& p) {
         return "Program('" + p.name + "', " + std::to_string(p.ir.vars.size()) + " variables, " +

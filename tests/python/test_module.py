@@ -192,3 +192,21 @@ def test_coordcheck_of_sp_unstable():
         assert not v["disagree"]
     assert got["h[2][1][1]"]["panel"] == "step 1"
     assert c["svg"].startswith("<?xml") and "step 1" in c["svg"]
+
+
+def test_spectrum_finite_width_and_limit():
+    p = netsor.Program.from_file(os.path.join(ROOT, "programs", "spectra", "marchenko_pastur.tp"))
+    # The limit alone: A is 0.3n x n with entries N(0, 1/n), so A.T @ A has the
+    # Marchenko-Pastur law of ratio 0.3 on [(1 - sqrt 0.3)^2, (1 + sqrt 0.3)^2]
+    # and an atom of mass 0.7 at 0 (closed forms).
+    lim = p.spectrum(width=None, limit=True)["spectra"]["rho_0_3"]["limit"]
+    (a, b), = lim["support"]
+    assert abs(a - (1 - 0.3 ** 0.5) ** 2) < 1e-6 and abs(b - (1 + 0.3 ** 0.5) ** 2) < 1e-6
+    assert abs(lim["atoms"][0]["mass"] - 0.7) < 1e-12
+    # Finite width: (1/n) Tr(A.T @ A) has mean 0.3 exactly.
+    s = p.spectrum(width=256, seeds=4)
+    m1 = s["spectra"]["rho_0_3"]["moments"][0]
+    assert abs(m1["mean"] - 0.3) <= 4 * m1["sem"] + 1e-12
+    assert s["svg"].startswith("<")
+    with pytest.raises(ValueError):
+        p.spectrum(width=None)
