@@ -299,8 +299,9 @@ class FixedPoint {
     return G;
   }
 
-  // One level: from y0, damped iteration while far, then Newton.
-  Sol solve(const CVec& lam, CVec y, bool damped_first) const {
+  // One level: from y0, damped iteration while far, then Newton. Every
+  // iteration spends one unit of `budget`; an exhausted budget is a failure.
+  Sol solve(const CVec& lam, CVec y, bool damped_first, int& budget) const {
     Sol s;
     int n = unknowns();
     if (n == 0) {
@@ -311,14 +312,14 @@ class FixedPoint {
       return s;
     }
     if (damped_first)
-      for (int it = 0; it < 400; ++it) {
+      for (int it = 0; it < 400 && budget > 0; ++it, --budget) {
         CVec next = restrict(eta(F(lam, y, nullptr)));
         double d = (next - y).cwiseAbs().maxCoeff();
         y = 0.5 * (y + next);
         if (d < 1e-2 * (1 + y.cwiseAbs().maxCoeff())) break;
       }
     CMat jac;
-    for (int it = 0; it < 60; ++it) {
+    for (int it = 0; it < 60 && budget > 0; ++it, --budget) {
       CMat G = F(lam, y, &jac);
       CVec r = y - restrict(eta(G));
       Eigen::PartialPivLU<CMat> lu(CMat::Identity(n, n) - jac);
@@ -372,8 +373,13 @@ class FixedPoint {
       s.ok = false;
       return s;
     };
+    // At a singular point (x on an atom, or where the density is infinite)
+    // G(x + i t) has no limit as t -> 0 and continuation would shorten its
+    // steps without end: a budget of Newton iterations ends it as a failure.
+    // A regular point needs a few dozen, a cold start near an edge a few hundred.
+    int budget = 3000;
     double tc = warm ? t_warm : levels.front();
-    Sol s = solve(at(tc), warm ? *warm : CVec::Zero(unknowns()), !warm);
+    Sol s = solve(at(tc), warm ? *warm : CVec::Zero(unknowns()), !warm, budget);
     if (!good(s, tc)) return fail(s);
     if (keep && tc > 0 && !warm) keep->push_back({tc, s.G});
     for (double T : levels) {
@@ -382,7 +388,7 @@ class FixedPoint {
         double tn = T;
         Sol nx;
         for (int tries = 0;; ++tries) {
-          nx = solve(at(tn), s.y, false);
+          nx = solve(at(tn), s.y, false, budget);
           if (good(nx, tn)) break;
           if (tries >= 16) return fail(nx);
           tn = tn == 0 ? tc * 1e-3 : std::sqrt(tc * tn);
@@ -663,12 +669,22 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
       have = pt.ok;
       if (pt.ok) y = pt.y;
     }
+    // A gap inside the support is confirmed from a cold start: a warm start
+    // that failed, or landed on another branch, must not split the support.
+    for (int i = 1; i < coarse; ++i)
+      if (!in[i] && std::find(in.begin(), in.begin() + i, true) != in.begin() + i &&
+          std::find(in.begin() + i + 1, in.end(), true) != in.end()) {
+        auto pt = S.density(cx[i]);
+        in[i] = pt.ok && pt.density > tau;
+      }
     auto edge = [&](double a, double b, bool a_in) {
       for (int it = 0; it < 44 && b - a > 1e-12 * (1 + std::abs(a)); ++it) {
         double m = 0.5 * (a + b);
         auto pt = S.density(m);
-        bool mi = pt.ok && pt.density > tau;
-        (mi == a_in ? a : b) = m;
+        // A point the fixed point cannot be continued to (the density is
+        // infinite near it) is neither in nor out: the edge is known to [a, b].
+        if (!pt.ok) break;
+        ((pt.density > tau) == a_in ? a : b) = m;
       }
       out.edge_error = std::max(out.edge_error, b - a);
       return 0.5 * (a + b);
@@ -676,8 +692,11 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     double start = NAN;
     for (int i = 0; i <= coarse; ++i) {
       if (in[i] && (i == 0 || !in[i - 1])) start = i == 0 ? cx[0] : edge(cx[i - 1], cx[i], false);
-      if (in[i] && (i == coarse || !in[i + 1]))
-        out.support.push_back({start, i == coarse ? cx[coarse] : edge(cx[i], cx[i + 1], true)});
+      if (!in[i] || (i < coarse && in[i + 1])) continue;
+      double end = i == coarse ? cx[coarse] : edge(cx[i], cx[i + 1], true);
+      // An interval that bisection shrinks to a point is no density: it is a
+      // scan point sitting on an atom (G infinite there; 0 for X^T X of low rank).
+      if (end - start > 1e-9 * (hi - lo)) out.support.push_back({start, end});
     }
     double a = out.support.empty() ? lo : out.support.front().first, b = out.support.empty() ? hi : out.support.back().second;
     double pad = 0.05 * std::max(b - a, 1e-3);
