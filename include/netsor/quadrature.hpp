@@ -18,6 +18,10 @@ struct Result {
   bool converged = false;
   std::string method;
   int order = 0;  // the Gauss-Hermite order or sparse-grid level that gave value
+  // Tensor Gauss-Hermite short of its tolerance: the error of the last order
+  // from the geometric decay of the last two differences (d_N^2 / d_{N-1},
+  // times 10), where they decay by 4x or more; infinite otherwise.
+  double geometric_error = INFINITY;
 };
 
 using Integrand = std::function<double(const double* xi)>;

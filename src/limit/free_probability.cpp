@@ -571,6 +571,7 @@ class Spectral {
 
   struct Point {
     double density = 0, error = INFINITY;
+    cd g00 = 0;  // G_00(x + i0)
     bool ok = false;
     CVec y;
   };
@@ -589,6 +590,7 @@ class Spectral {
     if (!s.ok) return pt;
     pt.ok = true;
     pt.y = s.y;
+    pt.g00 = s.G(0, 0);
     pt.density = std::max(0.0, -s.G(0, 0).imag() / M_PI);
     std::vector<std::pair<double, cd>> r;
     for (const auto& [t, G] : kept)
@@ -659,13 +661,16 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
     const int coarse = 120;
     std::vector<double> cx(coarse + 1);
     std::vector<bool> in(coarse + 1);
-    double tau = 1e-9;
+    // In the support where the density exceeds roundoff. Im G carries an
+    // error of about eps |G|^2 (the fixed point's condition grows with |G|),
+    // which near an atom (G ~ mass / (x - a)) is far above any fixed floor.
+    auto inside = [](const Spectral::Point& pt) { return pt.ok && pt.density > 1e-9 * std::max(1.0, std::norm(pt.g00)); };
     CVec y;
     bool have = false;
     for (int i = 0; i <= coarse; ++i) {  // warm-started from the neighbour (checked, with fallback)
       cx[i] = lo + (hi - lo) * i / coarse;
       auto pt = S.density(cx[i], have ? &y : nullptr);
-      in[i] = pt.ok && pt.density > tau;
+      in[i] = inside(pt);
       have = pt.ok;
       if (pt.ok) y = pt.y;
     }
@@ -675,7 +680,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
       if (!in[i] && std::find(in.begin(), in.begin() + i, true) != in.begin() + i &&
           std::find(in.begin() + i + 1, in.end(), true) != in.end()) {
         auto pt = S.density(cx[i]);
-        in[i] = pt.ok && pt.density > tau;
+        in[i] = inside(pt);
       }
     auto edge = [&](double a, double b, bool a_in) {
       for (int it = 0; it < 44 && b - a > 1e-12 * (1 + std::abs(a)); ++it) {
@@ -684,7 +689,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
         // A point the fixed point cannot be continued to (the density is
         // infinite near it) is neither in nor out: the edge is known to [a, b].
         if (!pt.ok) break;
-        ((pt.density > tau) == a_in ? a : b) = m;
+        (inside(pt) == a_in ? a : b) = m;
       }
       out.edge_error = std::max(out.edge_error, b - a);
       return 0.5 * (a + b);
