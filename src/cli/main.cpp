@@ -234,90 +234,296 @@ void sampled_options(const SampledFlags& f, netsor::limit::Options& o, double to
     o.progress = [](const std::string& what) { std::cerr << "\r" << what << "   " << std::flush; };
 }
 
+// One struct per subcommand: its flags (registered by `add`, in the order
+// --help lists them) and what it does (`run`, called after parsing).
+struct Command {
+  CLI::App* sub = nullptr;
+  virtual ~Command() = default;
+  virtual void add(CLI::App& app) = 0;
+  virtual int run() = 0;
+};
+
+struct CheckCommand : Command {
+  Common o;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("check", "parse and type-check a program (exit 0 if valid, 1 with errors)");
+    add_common(sub, o);
+  }
+  int run() override {
+    auto prog = netsor::compile_file(o.file, options_of(o));
+    if (o.json)
+      std::cout << nlohmann::json{{"ok", true}, {"vars", prog.vars.size()}, {"instructions", prog.instrs.size()},
+                                  {"reports", prog.reports.size()}}
+                       .dump(2)
+                << "\n";
+    else
+      std::cout << o.file << ": ok (" << prog.vars.size() << " variables, " << prog.instrs.size() << " instructions, "
+                << prog.reports.size() << " reports)\n";
+    return kOk;
+  }
+};
+
+struct PrintCommand : Command {
+  Common o;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("print", "print the lowered IR (variables, Gaussian families, instructions)");
+    add_common(sub, o);
+  }
+  int run() override {
+    auto prog = netsor::compile_file(o.file, options_of(o));
+    if (o.json) std::cout << netsor::ir::to_json(prog).dump(2) << "\n";
+    else std::cout << netsor::ir::to_text(prog);
+    return kOk;
+  }
+};
+
+struct LimitCommand : Command {
+  Common o;
+  bool force_quadrature = false;
+  double tol = 1e-12;
+  SampledFlags sampled;
+  std::string csv;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("limit", "the infinite-width limit of every report, with error estimate and method");
+    add_common(sub, o);
+    sub->add_flag("--force-quadrature", force_quadrature,
+                  "skip closed forms and exact Gaussian algebra (to cross-check the generic path)");
+    sub->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
+        ->check(kFinite & CLI::Range(1e-15, 1e-2))
+        ->capture_default_str();
+    add_sampled_flags(sub, sampled);
+    sub->add_option("--csv", csv, "write the values as CSV (one row per point of a sweep)")->check(kOutputFile);
+  }
+  int run() override {
+    netsor::limit::Options lo;
+    lo.force_quadrature = force_quadrature;
+    lo.tol = tol;
+    sampled_options(sampled, lo, sub->count("--tol") ? tol : 0.0);
+    return netsor::cli::run_sweep(
+        o.file, "limit", netsor::cli::parse_defines(o.defines), {},
+        [&](const netsor::ir::Program& prog) { return netsor::cli::limit_point(o.file, netsor::limit::compute(prog, lo)); },
+        o.json, csv);
+  }
+};
+
+struct DeriveCommand : Command {
+  Common o;
+  bool latex = false;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("derive", "the derived theory: every Z, Gaussian family and scalar limit");
+    add_common(sub, o);
+    sub->add_flag("--latex", latex, "LaTeX instead of plain text");
+  }
+  int run() override {
+    auto prog = netsor::compile_file(o.file, options_of(o));
+    std::string free_text;  // the pencils of tr(...) and spectra (free probability)
+    netsor::limit::Options lo;
+    lo.at_end = [&](const netsor::limit::ZView& z) { free_text = netsor::cli::free_derivations(prog, z, latex); };
+    auto res = netsor::limit::compute(prog, lo);
+    if (o.json) std::cout << netsor::cli::derive_json(prog, res).dump(2) << "\n";
+    else std::cout << netsor::cli::derive_text(prog, res, latex) << free_text;
+    return kOk;
+  }
+};
+
+struct RunCommand : Command {
+  Common o;
+  RunFlags flags;
+  std::int64_t width = 1024;
+  double max_seconds = 0;
+  std::string csv;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
+    add_common(sub, o);
+    sub->add_option("--max-seconds", max_seconds, "refuse before starting if the runs are predicted to take longer")
+        ->check(kFinite & CLI::PositiveNumber);
+    sub->add_option("--csv", csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
+    sub->add_option("--width", width, "the width n")
+        ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
+        ->capture_default_str();
+    add_run_flags(sub, flags);
+  }
+  int run() override {
+    auto opts = run_options(flags);
+    opts.width = width;
+    auto sweep = netsor::cli::parse_defines(o.defines);
+    return netsor::cli::run_sweep(
+        o.file, "run", sweep, {},
+        [&](const netsor::ir::Program& prog) {
+          Progress bar;
+          auto one = opts;
+          if (max_seconds > 0)
+            check_time(netsor::exec::predicted_seconds(prog, opts), max_seconds, o.file, "the runs are");
+          if (sweep.axes.empty())
+            one.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
+          auto r = netsor::exec::run(prog, one);
+          bar.clear();
+          return netsor::cli::run_point(o.file, r);
+        },
+        o.json, csv);
+  }
+};
+
+struct ConvergeCommand : Command {
+  Common o;
+  RunFlags flags;
+  SampledFlags sampled;
+  std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
+  std::string csv, plot;
+  double max_seconds = 0;
+  std::vector<std::string> only;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("converge", "the finite-width runs beside the limit: errors, fitted rate, verdict");
+    add_common(sub, o);
+    sub->add_option("--widths", widths, "widths to run")
+        ->delimiter(',')
+        ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
+    add_run_flags(sub, flags);
+    add_sampled_flags(sub, sampled);
+    sub->add_option("--csv", csv, "write the table as CSV")->check(kOutputFile);
+    sub->add_option("--max-seconds", max_seconds,
+                    "refuse before starting if the finite-width runs are predicted to take longer")
+        ->check(kFinite & CLI::PositiveNumber);
+    sub->add_option("--plot", plot, "write a plot (SVG): errors against width, and each quantity against its limit")
+        ->check(kOutputFile);
+    sub->add_option("--only", only, "only these reports (names as the table prints them)");
+  }
+  int run() override {
+    netsor::exec::ConvergeOptions co;
+    co.widths = widths;
+    std::sort(co.widths.begin(), co.widths.end());
+    co.run = run_options(flags);
+    sampled_options(sampled, co.limit, 0.0);
+    auto within_time = [&](const netsor::ir::Program& prog) {
+      if (max_seconds > 0)
+        check_time(netsor::exec::predicted_seconds(prog, co), max_seconds, o.file, "the finite-width runs are");
+    };
+    auto sweep = netsor::cli::parse_defines(o.defines);
+    if (!sweep.axes.empty()) {
+      if (!plot.empty()) throw netsor::UsageError("--plot draws one program; a sweep writes its table with --csv");
+      return netsor::cli::run_sweep(
+          o.file, "converge", sweep, {},
+          [&](netsor::ir::Program prog) {
+            netsor::cli::keep_reports(prog, only);
+            within_time(prog);
+            return netsor::cli::converge_point(netsor::exec::converge(prog, co));
+          },
+          o.json, csv);
+    }
+    auto prog = netsor::compile_file(o.file, options_of(o));
+    netsor::cli::keep_reports(prog, only);
+    within_time(prog);
+    Progress bar;
+    co.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
+    auto r = netsor::exec::converge(prog, co);
+    bar.clear();
+    // The table first: if a file cannot be written after all, the results are not lost.
+    if (o.json) std::cout << netsor::cli::converge_json(r).dump(2) << "\n";
+    else std::cout << netsor::cli::converge_table(o.file, r);
+    std::cout.flush();
+    if (!csv.empty()) netsor::cli::write_file(csv, netsor::cli::converge_csv(r));
+    if (!plot.empty()) netsor::cli::write_file(plot, netsor::cli::converge_svg(r, o.file));
+    return kOk;
+  }
+};
+
+struct SpectrumCommand : Command {
+  Common o;
+  RunFlags flags;
+  netsor::cli::SpectrumFlags spectrum;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("spectrum", "eigenvalue laws of the program's `spectrum` operators at one finite width");
+    add_common(sub, o);
+    add_run_flags(sub, flags);
+    netsor::cli::add_spectrum_flags(sub, spectrum);
+  }
+  int run() override {
+    return netsor::cli::spectrum_command(netsor::compile_file(o.file, options_of(o)), o.file, run_options(flags),
+                                         spectrum, o.json);
+  }
+};
+
+struct AbcCommand : Command {
+  int layers = 2;
+  std::vector<double> a, b;
+  double c = 0;
+  std::string preset;
+  bool json = false, verify = false;
+  CLI::Option *opt_a = nullptr, *opt_b = nullptr, *opt_c = nullptr;
+  void add(CLI::App& app) override {
+    sub = app.add_subcommand("abc", "classify an abc-parametrization of an MLP: stable, nontrivial, feature learning or kernel");
+    sub->add_option("--layers", layers, "L, the number of hidden layers")->check(CLI::Range(1, 64))->capture_default_str();
+    opt_a = sub->add_option("--a", a, "a_1,...,a_{L+1}: W^l = n^{-a_l} w^l")->delimiter(',')->check(kFinite);
+    opt_b = sub->add_option("--b", b, "b_1,...,b_{L+1}: w^l entries N(0, n^{-2 b_l})")->delimiter(',')->check(kFinite);
+    opt_c = sub->add_option("--c", c, "learning rate eta n^{-c} (with --preset: overrides its c)")->check(kFinite);
+    sub->add_option("--preset", preset, "sp, ntk, mup or mf instead of --a/--b")
+        ->check(CLI::IsMember({"sp", "ntk", "mup", "mf"}));
+    sub->add_flag("--json", json, "machine-readable output");
+    sub->add_flag("--verify", verify, "run the unrolled one-step SGD program over widths and measure each layer's exponent");
+    opt_a->excludes("--preset");
+    opt_b->excludes("--preset");
+  }
+  int run() override {
+    netsor::abc::Parametrization p;
+    if (!preset.empty()) {
+      try {
+        p = netsor::abc::preset(preset, layers, opt_c->count() ? &c : nullptr);
+      } catch (const std::invalid_argument& e) {
+        throw CLI::ValidationError("--preset", e.what());
+      }
+    } else {
+      if (!opt_a->count() || !opt_b->count() || !opt_c->count())
+        throw CLI::ValidationError("abc", "give --a, --b and --c, or --preset");
+      if ((int)a.size() != layers + 1 || (int)b.size() != layers + 1)
+        throw CLI::ValidationError("abc", "--a and --b need L + 1 = " + std::to_string(layers + 1) +
+                                              " values each (--layers " + std::to_string(layers) + ")");
+      p.L = layers;
+      p.a = a;
+      p.b = b;
+      p.c = c;
+    }
+    auto v = netsor::abc::classify(p);
+    if (json) {
+      auto j = netsor::cli::abc_json(p, v);
+      if (verify) j["verify"] = netsor::cli::abc_verify_json(p, v, verify_progress());
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << netsor::cli::abc_text(p, v);
+      if (verify) std::cout << netsor::cli::abc_verify_text(p, v, verify_progress());
+    }
+    return kOk;
+  }
+};
+
+struct CoordcheckCommand : Command {
+  Common o;
+  netsor::cli::CoordCommand c;
+  void add(CLI::App& app) override {
+    sub = netsor::cli::add_coordcheck(app, c);
+    add_common(sub, o);
+  }
+  int run() override {
+    auto prog = netsor::compile_file(o.file, options_of(o));
+    netsor::cli::run_coordcheck(c, o.file, o.json, prog);
+    return kOk;
+  }
+};
+
 int run_command(int argc, char** argv) {
   CLI::App app{"netsor: tensor programs, their infinite-width limits, and finite-width checks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "netsor 0.1.0");
-
-  Common check_o, print_o;
-  auto* check = app.add_subcommand("check", "parse and type-check a program (exit 0 if valid, 1 with errors)");
-  add_common(check, check_o);
-  auto* print = app.add_subcommand("print", "print the lowered IR (variables, Gaussian families, instructions)");
-  add_common(print, print_o);
-
-  Common limit_o, derive_o;
-  bool force_quadrature = false, latex = false;
-  auto* limit = app.add_subcommand("limit", "the infinite-width limit of every report, with error estimate and method");
-  add_common(limit, limit_o);
-  limit->add_flag("--force-quadrature", force_quadrature,
-                  "skip closed forms and exact Gaussian algebra (to cross-check the generic path)");
-  auto* derive = app.add_subcommand("derive", "the derived theory: every Z, Gaussian family and scalar limit");
-  add_common(derive, derive_o);
-  derive->add_flag("--latex", latex, "LaTeX instead of plain text");
-  double tol = 1e-12;
-  limit->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
-      ->check(kFinite & CLI::Range(1e-15, 1e-2))
-      ->capture_default_str();
-  SampledFlags limit_s;
-  add_sampled_flags(limit, limit_s);
-
-  Common run_o, conv_o;
-  RunFlags run_f, conv_f;
-  std::int64_t width = 1024;
-  auto* run = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
-  add_common(run, run_o);
-  std::string limit_csv, run_csv;
-  double run_max_seconds = 0, conv_max_seconds = 0;
-  run->add_option("--max-seconds", run_max_seconds, "refuse before starting if the runs are predicted to take longer")
-      ->check(kFinite & CLI::PositiveNumber);
-  limit->add_option("--csv", limit_csv, "write the values as CSV (one row per point of a sweep)")->check(kOutputFile);
-  run->add_option("--csv", run_csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
-  run->add_option("--width", width, "the width n")->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))->capture_default_str();
-  add_run_flags(run, run_f);
-  std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
-  std::string csv_path, plot_path;
-  auto* conv = app.add_subcommand("converge", "the finite-width runs beside the limit: errors, fitted rate, verdict");
-  add_common(conv, conv_o);
-  conv->add_option("--widths", widths, "widths to run")->delimiter(',')->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
-  add_run_flags(conv, conv_f);
-  SampledFlags conv_s;
-  add_sampled_flags(conv, conv_s);
-  conv->add_option("--csv", csv_path, "write the table as CSV")->check(kOutputFile);
-  conv->add_option("--max-seconds", conv_max_seconds,
-                   "refuse before starting if the finite-width runs are predicted to take longer")
-      ->check(kFinite & CLI::PositiveNumber);
-  conv->add_option("--plot", plot_path, "write a plot (SVG): errors against width, and each quantity against its limit")
-      ->check(kOutputFile);
-  std::vector<std::string> conv_only;
-  conv->add_option("--only", conv_only, "only these reports (names as the table prints them)");
-
-  Common spec_o;
-  RunFlags spec_f;
-  netsor::cli::SpectrumFlags spec_x;
-  auto* spec = app.add_subcommand("spectrum", "eigenvalue laws of the program's `spectrum` operators at one finite width");
-  add_common(spec, spec_o);
-  add_run_flags(spec, spec_f);
-  netsor::cli::add_spectrum_flags(spec, spec_x);
-
-  int layers = 2;
-  std::vector<double> abc_a, abc_b;
-  double abc_c = 0;
-  std::string preset;
-  bool abc_json = false, verify = false;
-  auto* abc = app.add_subcommand("abc", "classify an abc-parametrization of an MLP: stable, nontrivial, feature learning or kernel");
-  abc->add_option("--layers", layers, "L, the number of hidden layers")->check(CLI::Range(1, 64))->capture_default_str();
-  auto* opt_a = abc->add_option("--a", abc_a, "a_1,...,a_{L+1}: W^l = n^{-a_l} w^l")->delimiter(',')->check(kFinite);
-  auto* opt_b = abc->add_option("--b", abc_b, "b_1,...,b_{L+1}: w^l entries N(0, n^{-2 b_l})")->delimiter(',')->check(kFinite);
-  auto* opt_c = abc->add_option("--c", abc_c, "learning rate eta n^{-c} (with --preset: overrides its c)")->check(kFinite);
-  abc->add_option("--preset", preset, "sp, ntk, mup or mf instead of --a/--b")->check(CLI::IsMember({"sp", "ntk", "mup", "mf"}));
-  abc->add_flag("--json", abc_json, "machine-readable output");
-  abc->add_flag("--verify", verify, "run the unrolled one-step SGD program over widths and measure each layer's exponent");
-  opt_a->excludes("--preset");
-  opt_b->excludes("--preset");
-
-  Common coord_o;
-  netsor::cli::CoordCommand coord_c;
-  add_common(netsor::cli::add_coordcheck(app, coord_c), coord_o);
+  CheckCommand check;
+  PrintCommand print;
+  LimitCommand limit;
+  DeriveCommand derive;
+  RunCommand run;
+  ConvergeCommand converge;
+  SpectrumCommand spectrum;
+  AbcCommand abc;
+  CoordcheckCommand coordcheck;
+  Command* commands[] = {&check, &print, &limit, &derive, &run, &converge, &spectrum, &abc, &coordcheck};
+  for (Command* c : commands) c->add(app);
 
   try {
     app.parse(argc, argv);
@@ -333,138 +539,8 @@ int run_command(int argc, char** argv) {
   }
 
   try {
-    if (check->parsed()) {
-      auto prog = netsor::compile_file(check_o.file, options_of(check_o));
-      if (check_o.json) {
-        std::cout << nlohmann::json{{"ok", true}, {"vars", prog.vars.size()}, {"instructions", prog.instrs.size()},
-                                    {"reports", prog.reports.size()}}
-                         .dump(2)
-                  << "\n";
-      } else {
-        std::cout << check_o.file << ": ok (" << prog.vars.size() << " variables, " << prog.instrs.size()
-                  << " instructions, " << prog.reports.size() << " reports)\n";
-      }
-      return kOk;
-    }
-    if (limit->parsed()) {
-      netsor::limit::Options lo;
-      lo.force_quadrature = force_quadrature;
-      lo.tol = tol;
-      sampled_options(limit_s, lo, limit->count("--tol") ? tol : 0.0);
-      return netsor::cli::run_sweep(limit_o.file, "limit", netsor::cli::parse_defines(limit_o.defines), {},
-                                    [&](const netsor::ir::Program& prog) {
-                                      return netsor::cli::limit_point(limit_o.file, netsor::limit::compute(prog, lo));
-                                    },
-                                    limit_o.json, limit_csv);
-    }
-    if (derive->parsed()) {
-      auto prog = netsor::compile_file(derive_o.file, options_of(derive_o));
-      std::string free_text;  // the pencils of tr(...) and spectra (free probability)
-      netsor::limit::Options dlo;
-      dlo.at_end = [&](const netsor::limit::ZView& z) { free_text = netsor::cli::free_derivations(prog, z, latex); };
-      auto res = netsor::limit::compute(prog, dlo);
-      if (derive_o.json) std::cout << netsor::cli::derive_json(prog, res).dump(2) << "\n";
-      else std::cout << netsor::cli::derive_text(prog, res, latex) << free_text;
-      return kOk;
-    }
-    if (run->parsed()) {
-      auto o = run_options(run_f);
-      o.width = width;
-      auto sweep = netsor::cli::parse_defines(run_o.defines);
-      return netsor::cli::run_sweep(run_o.file, "run", sweep, {},
-                                    [&](const netsor::ir::Program& prog) {
-                                      Progress bar;
-                                      auto one = o;
-                                      if (run_max_seconds > 0)
-                                        check_time(netsor::exec::predicted_seconds(prog, o), run_max_seconds, run_o.file,
-                                                   "the runs are");
-                                      if (sweep.axes.empty())
-                                        one.progress = [&](int d, int t) { bar.show("width " + std::to_string(width), d, t); };
-                                      auto r = netsor::exec::run(prog, one);
-                                      bar.clear();
-                                      return netsor::cli::run_point(run_o.file, r);
-                                    },
-                                    run_o.json, run_csv);
-    }
-    if (conv->parsed()) {
-      netsor::exec::ConvergeOptions o;
-      o.widths = widths;
-      std::sort(o.widths.begin(), o.widths.end());
-      o.run = run_options(conv_f);
-      sampled_options(conv_s, o.limit, 0.0);
-      auto sweep = netsor::cli::parse_defines(conv_o.defines);
-      if (!sweep.axes.empty()) {
-        if (!plot_path.empty()) throw netsor::UsageError("--plot draws one program; a sweep writes its table with --csv");
-        return netsor::cli::run_sweep(conv_o.file, "converge", sweep, {},
-                                      [&](netsor::ir::Program prog) {
-                                        netsor::cli::keep_reports(prog, conv_only);
-                                        if (conv_max_seconds > 0)
-                                          check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds,
-                                                     conv_o.file, "the finite-width runs are");
-                                        return netsor::cli::converge_point(netsor::exec::converge(prog, o));
-                                      },
-                                      conv_o.json, csv_path);
-      }
-      auto prog = netsor::compile_file(conv_o.file, options_of(conv_o));
-      netsor::cli::keep_reports(prog, conv_only);
-      if (conv_max_seconds > 0)
-        check_time(netsor::exec::predicted_seconds(prog, o), conv_max_seconds, conv_o.file, "the finite-width runs are");
-      Progress bar;
-      o.progress = [&](std::int64_t w, int d, int t) { bar.show("width " + std::to_string(w), d, t); };
-      auto r = netsor::exec::converge(prog, o);
-      bar.clear();
-      // The table first: if a file cannot be written after all, the results are not lost.
-      if (conv_o.json) std::cout << netsor::cli::converge_json(r).dump(2) << "\n";
-      else std::cout << netsor::cli::converge_table(conv_o.file, r);
-      std::cout.flush();
-      if (!csv_path.empty()) netsor::cli::write_file(csv_path, netsor::cli::converge_csv(r));
-      if (!plot_path.empty()) netsor::cli::write_file(plot_path, netsor::cli::converge_svg(r, conv_o.file));
-      return kOk;
-    }
-    if (spec->parsed())
-      return netsor::cli::spectrum_command(netsor::compile_file(spec_o.file, options_of(spec_o)), spec_o.file,
-                                           run_options(spec_f), spec_x, spec_o.json);
-    if (abc->parsed()) {
-      netsor::abc::Parametrization p;
-      if (!preset.empty()) {
-        try {
-          p = netsor::abc::preset(preset, layers, opt_c->count() ? &abc_c : nullptr);
-        } catch (const std::invalid_argument& e) {
-          throw CLI::ValidationError("--preset", e.what());
-        }
-      } else {
-        if (!opt_a->count() || !opt_b->count() || !opt_c->count())
-          throw CLI::ValidationError("abc", "give --a, --b and --c, or --preset");
-        if ((int)abc_a.size() != layers + 1 || (int)abc_b.size() != layers + 1)
-          throw CLI::ValidationError("abc", "--a and --b need L + 1 = " + std::to_string(layers + 1) +
-                                                " values each (--layers " + std::to_string(layers) + ")");
-        p.L = layers;
-        p.a = abc_a;
-        p.b = abc_b;
-        p.c = abc_c;
-      }
-      auto v = netsor::abc::classify(p);
-      if (abc_json) {
-        auto j = netsor::cli::abc_json(p, v);
-        if (verify) j["verify"] = netsor::cli::abc_verify_json(p, v, verify_progress());
-        std::cout << j.dump(2) << "\n";
-      } else {
-        std::cout << netsor::cli::abc_text(p, v);
-        if (verify) std::cout << netsor::cli::abc_verify_text(p, v, verify_progress());
-      }
-      return kOk;
-    }
-    if (coord_c.sub->parsed()) {
-      auto prog = netsor::compile_file(coord_o.file, options_of(coord_o));
-      netsor::cli::run_coordcheck(coord_c, coord_o.file, coord_o.json, prog);
-      return kOk;
-    }
-    if (print->parsed()) {
-      auto prog = netsor::compile_file(print_o.file, options_of(print_o));
-      if (print_o.json) std::cout << netsor::ir::to_json(prog).dump(2) << "\n";
-      else std::cout << netsor::ir::to_text(prog);
-      return kOk;
-    }
+    for (Command* c : commands)
+      if (c->sub->parsed()) return c->run();
   } catch (const netsor::ProgramError& e) {
     print_error(e.diagnostic());
     return kProgramError;
