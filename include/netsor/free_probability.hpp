@@ -37,6 +37,9 @@ Estimate free_trace(const ir::Program& p, int node, const ZView& z);
 struct SpectrumLimitOptions {
   int points = 400;  // density grid
   int moments = 4;
+  // Called after each point of the support scan and of the density grid:
+  // (stage, done, total). The limit of a spectrum with diagonals can take minutes.
+  std::function<void(const std::string&, int, int)> progress;
 };
 
 struct SpectrumLimit {

@@ -19,6 +19,7 @@
 #include "netsor/limit.hpp"
 #include "coordcheck.hpp"
 #include "plot.hpp"
+#include "progress.hpp"
 #include "report.hpp"
 #include "sweep.hpp"
 #include "spectrum.hpp"
@@ -26,6 +27,7 @@
 namespace {
 
 using netsor::cli::finite_number;
+using netsor::cli::Progress;
 
 constexpr int kOk = 0, kProgramError = 1, kUsageError = 2, kInternalError = 3;
 
@@ -160,28 +162,6 @@ netsor::exec::Options run_options(const RunFlags& f) {
   if (!f.memory.empty()) parse_bytes(f.memory, o.memory_limit);  // checked when parsed
   return o;
 }
-
-// A progress bar on stderr, only when it is a terminal.
-// A progress bar on stderr, only when it is a terminal: seeds done of the
-// width's total, and the time left at the rate so far (per `what`: a width).
-struct Progress {
-  bool on = isatty(fileno(stderr));
-  std::string current;
-  std::chrono::steady_clock::time_point start;
-  void show(const std::string& what, int done, int total) {
-    if (!on) return;
-    auto now = std::chrono::steady_clock::now();
-    if (what != current) current = what, start = now;
-    double spent = std::chrono::duration<double>(now - start).count();
-    int w = 30, k = total ? done * w / total : w;
-    std::cerr << "\r" << what << " [" << std::string(k, '#') << std::string(w - k, '.') << "] " << done << "/" << total;
-    if (done > 0 && done < total) std::cerr << ", about " << int(std::ceil(spent / done * (total - done))) << " s left";
-    std::cerr << "      " << std::flush;
-  }
-  void clear() const {
-    if (on) std::cerr << "\r" << std::string(78, ' ') << "\r" << std::flush;
-  }
-};
 
 std::function<void(const std::string&)> verify_progress() {
   bool tty = isatty(fileno(stderr));

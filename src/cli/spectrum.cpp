@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "netsor/operators.hpp"
+#include "progress.hpp"
 #include "report.hpp"
 
 namespace netsor::cli {
@@ -150,10 +151,16 @@ std::vector<limit::SpectrumLimit> spectrum_limits(const ir::Program& p, int poin
   lo.at_end = [&](const limit::ZView& z) {
     limit::SpectrumLimitOptions so;
     so.points = points;
+    Progress bar;
     for (const auto& s : p.spectra) {
+      so.progress = [&](const std::string& stage, int done, int total) {
+        bar.show("limit of " + s.name + ": " + stage, done, total);
+      };
       try {
         out.push_back(limit::free_spectrum(p, s, z, so));
+        bar.clear();
       } catch (const limit::FreeRefusal& r) {
+        bar.clear();
         Diagnostic d;
         d.loc = s.loc;
         d.message = "no limit law for spectrum '" + s.name + "': " + r.message;

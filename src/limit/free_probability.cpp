@@ -673,6 +673,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
       in[i] = inside(pt);
       have = pt.ok;
       if (pt.ok) y = pt.y;
+      if (o.progress) o.progress("support scan", i + 1, coarse + 1);
     }
     // A gap inside the support is confirmed from a cold start: a warm start
     // that failed, or landed on another branch, must not split the support.
@@ -717,6 +718,7 @@ SpectrumLimit free_spectrum(const ir::Program& p, const ir::OperatorRef& sp, con
       out.x.push_back(x);
       out.density.push_back(pt.ok ? pt.density : NAN);
       out.density_error.push_back(pt.error);
+      if (o.progress) o.progress("density", i + 1, o.points);
     }
     // Atoms: at 0 where the rank is deficient (mass >= 1 - rank / dim, exact
     // when the numerical mass agrees), else where the mass is visible.
