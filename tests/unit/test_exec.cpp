@@ -151,10 +151,17 @@ TEST_CASE("finite-n values fixed by the law: Haar matrices keep norms, families 
 }
 
 TEST_CASE("float32 agrees with float64 to single precision") {
-  auto p = file("programs/mlp_ntk.tp");
-  auto a = run(p, 512, 2, 2), b = run(p, 512, 2, 2, 0, true);
-  for (std::size_t q = 0; q < a.quantities.size(); ++q)
-    CHECK(b.quantities[q].mean == doctest::Approx(a.quantities[q].mean).epsilon(1e-4));
+  // The documented precision (README): averages agree to about 1e-7 relative
+  // (measured 3e-8 to 3e-7 on these programs at n = 1024 and 4096): per-entry
+  // rounding errors of the float products are independent and average out.
+  // 1e-5 leaves 30x for a deeper recursion (wigner_moments: W^10 v).
+  for (const char* name : {"programs/mlp_ntk.tp", "programs/wigner_moments.tp"}) {
+    INFO(name);
+    auto p = file(name);
+    auto a = run(p, 512, 2, 2), b = run(p, 512, 2, 2, 0, true);
+    for (std::size_t q = 0; q < a.quantities.size(); ++q)
+      CHECK(std::abs(b.quantities[q].mean - a.quantities[q].mean) <= 1e-5 * std::max(1.0, std::abs(a.quantities[q].mean)));
+  }
 }
 
 TEST_CASE("a width that does not fit is refused before allocating, with the bytes it needs") {
