@@ -18,10 +18,12 @@ std::string format(const Diagnostic& d) {
   if (d.loc.line > 0 && !d.source_line.empty()) {
     // Show at most ~100 characters of a long line, centred on the caret.
     std::string text = d.source_line;
-    int col = d.loc.col, len = d.loc.len;
+    // A column past the line's end (one counted in code points on a line with
+    // invalid bytes, or the end of input) puts the caret just after the text.
+    int col = std::clamp(d.loc.col, 1, (int)text.size() + 1), len = d.loc.len;
     constexpr int kWidth = 100;
     if ((int)text.size() > kWidth + 20) {
-      int start = std::max(0, col - 1 - kWidth / 2);
+      int start = std::clamp(col - 1 - kWidth / 2, 0, (int)text.size() - kWidth);
       std::string window = text.substr(start, kWidth);
       text = (start > 0 ? "..." : "") + window + (start + kWidth < (int)d.source_line.size() ? "..." : "");
       col = col - start + (start > 0 ? 3 : 0);

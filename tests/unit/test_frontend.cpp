@@ -220,3 +220,39 @@ TEST_CASE("a long but legal expression lowers (deep left recursion on the big st
   auto p = compile(src);
   CHECK(find(p, "y").kind == VarKind::H);
 }
+
+TEST_CASE("a diagnostic whose column is past its line's end still formats (fuzz_frontend finding)") {
+  // Found by fuzz_frontend and fuzz_limit: an invalid-UTF-8 error at 2:235 on a
+  // 178-byte line made format() throw std::out_of_range from substr.
+  Diagnostic d;
+  d.loc.file = "f.tp";
+  d.loc.line = 2;
+  d.loc.len = 1;
+  d.message = "this is not a text file";
+  for (int size : {10, 178}) {
+    d.source_line = std::string(size, '(');
+    for (int col : {size + 1, size + 57, 100000}) {
+      CAPTURE(size);
+      CAPTURE(col);
+      d.loc.col = col;
+      std::string text;
+      REQUIRE_NOTHROW(text = format(d));
+      CHECK(text.find("f.tp:2:" + std::to_string(col) + ": error:") == 0);
+      // The caret sits just after the (shown part of the) line.
+      auto caret_line = text.substr(text.find(" | ", text.find(" | ") + 3));
+      CHECK(caret_line.find('^') != std::string::npos);
+    }
+  }
+  // The finding's shape, through the front end: a long line ending in bytes
+  // that are not UTF-8.
+  std::string src = "# a comment\n# " + std::string(170, '(') + ".T" + std::string(104, '\xff') + "\n";
+  try {
+    compile_string(src, "finding.tp");
+    FAIL("expected a ProgramError");
+  } catch (const ProgramError& e) {
+    std::string text;
+    REQUIRE_NOTHROW(text = format(e.diagnostic()));
+    CHECK(text.find("finding.tp:2:") == 0);
+    CHECK(text.find("not valid UTF-8") != std::string::npos);
+  }
+}
