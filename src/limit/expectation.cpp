@@ -600,8 +600,8 @@ class Engine {
     }
     if (smooth && r <= 10) {
       // Tensor Gauss-Hermite (<= 4-d) or a sparse grid, once converged; an
-      // unconverged rule's self-estimate is not trusted (a sparse grid's
-      // levels can agree far from the value): QMC then.
+      // unconverged sparse grid's self-estimate is not trusted (its levels can
+      // agree far from the value): QMC then, unless the tensor rule came close.
       quad::Result t = r <= 4 ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
       quad::Result q = t;
       if (!q.converged) q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);

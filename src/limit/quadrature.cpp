@@ -115,7 +115,10 @@ Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, 
     err = std::abs(cur - prev);
     // Gauss-Hermite converges geometrically on an analytic integrand: the
     // error of order N is then about d_N * (d_N / d_{N-1}), far below d_N.
-    res.geometric_error = err <= before / 4 ? std::max(10 * err * err / before, 1e-15 * std::abs(cur)) : INFINITY;
+    // (Only from the second difference on: the first has no predecessor.)
+    res.geometric_error = std::isfinite(before) && before > 0 && err <= before / 4
+                              ? std::max(10 * err * err / before, 1e-15 * std::abs(cur))
+                              : INFINITY;
     prev = cur;
     used = orders[i];
     if (err <= tol * std::max(1.0, std::abs(cur))) {
