@@ -223,14 +223,23 @@ struct Command {
   virtual int run() = 0;
 };
 
-struct CheckCommand : Command {
+// A subcommand on one .tp file: the common flags (file, --json, -D) and the
+// program compiled with them.
+struct FileCommand : Command {
   Common o;
-  void add(CLI::App& app) override {
-    sub = app.add_subcommand("check", "parse and type-check a program (exit 0 if valid, 1 with errors)");
+  void open(CLI::App& app, const char* name, const char* description) {
+    sub = app.add_subcommand(name, description);
     add_common(sub, o);
   }
+  netsor::ir::Program compiled() const { return netsor::compile_file(o.file, options_of(o)); }
+};
+
+struct CheckCommand : FileCommand {
+  void add(CLI::App& app) override {
+    open(app, "check", "parse and type-check a program (exit 0 if valid, 1 with errors)");
+  }
   int run() override {
-    auto prog = netsor::compile_file(o.file, options_of(o));
+    auto prog = compiled();
     if (o.json)
       std::cout << nlohmann::json{{"ok", true}, {"vars", prog.vars.size()}, {"instructions", prog.instrs.size()},
                                   {"reports", prog.reports.size()}}
@@ -243,29 +252,25 @@ struct CheckCommand : Command {
   }
 };
 
-struct PrintCommand : Command {
-  Common o;
+struct PrintCommand : FileCommand {
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("print", "print the lowered IR (variables, Gaussian families, instructions)");
-    add_common(sub, o);
+    open(app, "print", "print the lowered IR (variables, Gaussian families, instructions)");
   }
   int run() override {
-    auto prog = netsor::compile_file(o.file, options_of(o));
+    auto prog = compiled();
     if (o.json) std::cout << netsor::ir::to_json(prog).dump(2) << "\n";
     else std::cout << netsor::ir::to_text(prog);
     return kOk;
   }
 };
 
-struct LimitCommand : Command {
-  Common o;
+struct LimitCommand : FileCommand {
   bool force_quadrature = false;
   double tol = 1e-12;
   SampledFlags sampled;
   std::string csv;
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("limit", "the infinite-width limit of every report, with error estimate and method");
-    add_common(sub, o);
+    open(app, "limit", "the infinite-width limit of every report, with error estimate and method");
     sub->add_flag("--force-quadrature", force_quadrature,
                   "skip closed forms and exact Gaussian algebra (to cross-check the generic path)");
     sub->add_option("--tol", tol, "relative accuracy target of the quadrature rules")
@@ -286,16 +291,14 @@ struct LimitCommand : Command {
   }
 };
 
-struct DeriveCommand : Command {
-  Common o;
+struct DeriveCommand : FileCommand {
   bool latex = false;
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("derive", "the derived theory: every Z, Gaussian family and scalar limit");
-    add_common(sub, o);
+    open(app, "derive", "the derived theory: every Z, Gaussian family and scalar limit");
     sub->add_flag("--latex", latex, "LaTeX instead of plain text");
   }
   int run() override {
-    auto prog = netsor::compile_file(o.file, options_of(o));
+    auto prog = compiled();
     std::string free_text;  // the pencils of tr(...) and spectra (free probability)
     netsor::limit::Options lo;
     lo.at_end = [&](const netsor::limit::ZView& z) { free_text = netsor::cli::free_derivations(prog, z, latex); };
@@ -306,15 +309,13 @@ struct DeriveCommand : Command {
   }
 };
 
-struct RunCommand : Command {
-  Common o;
+struct RunCommand : FileCommand {
   RunFlags flags;
   std::int64_t width = 1024;
   double max_seconds = 0;
   std::string csv;
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("run", "run the program at one finite width: each report's mean and standard error over seeds");
-    add_common(sub, o);
+    open(app, "run", "run the program at one finite width: each report's mean and standard error over seeds");
     sub->add_option("--max-seconds", max_seconds, "refuse before starting if the runs are predicted to take longer")
         ->check(kFinite & CLI::PositiveNumber);
     sub->add_option("--csv", csv, "write the means as CSV (one row per point of a sweep)")->check(kOutputFile);
@@ -344,8 +345,7 @@ struct RunCommand : Command {
   }
 };
 
-struct ConvergeCommand : Command {
-  Common o;
+struct ConvergeCommand : FileCommand {
   RunFlags flags;
   SampledFlags sampled;
   std::vector<std::int64_t> widths{256, 512, 1024, 2048, 4096, 8192};
@@ -353,8 +353,7 @@ struct ConvergeCommand : Command {
   double max_seconds = 0;
   std::vector<std::string> only;
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("converge", "the finite-width runs beside the limit: errors, fitted rate, verdict");
-    add_common(sub, o);
+    open(app, "converge", "the finite-width runs beside the limit: errors, fitted rate, verdict");
     sub->add_option("--widths", widths, "widths to run")
         ->delimiter(',')
         ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40));
@@ -390,7 +389,7 @@ struct ConvergeCommand : Command {
           },
           o.json, csv);
     }
-    auto prog = netsor::compile_file(o.file, options_of(o));
+    auto prog = compiled();
     netsor::cli::keep_reports(prog, only);
     within_time(prog);
     Progress bar;
@@ -407,18 +406,16 @@ struct ConvergeCommand : Command {
   }
 };
 
-struct SpectrumCommand : Command {
-  Common o;
+struct SpectrumCommand : FileCommand {
   RunFlags flags;
   netsor::cli::SpectrumFlags spectrum;
   void add(CLI::App& app) override {
-    sub = app.add_subcommand("spectrum", "eigenvalue laws of the program's `spectrum` operators at one finite width");
-    add_common(sub, o);
+    open(app, "spectrum", "eigenvalue laws of the program's `spectrum` operators at one finite width");
     add_run_flags(sub, flags);
     netsor::cli::add_spectrum_flags(sub, spectrum);
   }
   int run() override {
-    return netsor::cli::spectrum_command(netsor::compile_file(o.file, options_of(o)), o.file, run_options(flags),
+    return netsor::cli::spectrum_command(compiled(), o.file, run_options(flags),
                                          spectrum, o.json);
   }
 };
@@ -475,15 +472,14 @@ struct AbcCommand : Command {
   }
 };
 
-struct CoordcheckCommand : Command {
-  Common o;
+struct CoordcheckCommand : FileCommand {
   netsor::cli::CoordCommand c;
   void add(CLI::App& app) override {
     sub = netsor::cli::add_coordcheck(app, c);
     add_common(sub, o);
   }
   int run() override {
-    auto prog = netsor::compile_file(o.file, options_of(o));
+    auto prog = compiled();
     netsor::cli::run_coordcheck(c, o.file, o.json, prog);
     return kOk;
   }
