@@ -14,8 +14,13 @@ Run the parts one at a time (each a few minutes, on a quiet machine):
           L = 1..3, and the fitted exponent of time against T * L
   numpy   L = 1: the same limit by numpy Monte Carlo of the hand-derived Z
           recursion (tests/sampled/mup1_reference.py) to the same error
+  linear  a T-step linear iteration with transposes, x[k] = (W + W^T) x[k-1] / 2,
+          beside the same T steps without them (x[k] = W x[k-1]), T = 250..2000:
+          time and peak memory of `netsor limit`, and the value against the
+          semicircle's moment 2^(-T/2) Catalan(T/2) (issue 16)
 """
 import argparse, json, math, os, subprocess, sys, tempfile, time
+from fractions import Fraction
 
 import numpy as np
 
@@ -141,11 +146,43 @@ def part_numpy():
                   f" (rel. error {err:.1e}); numpy / netsor = {tn / dt:.1f}x", flush=True)
 
 
+def linear_program(T, transposes):
+    step = "(W @ x[k-1] + W.T @ x[k-1]) / 2" if transposes else "W @ x[k-1]"
+    return (f"const K = {T}\nmatrix W : gaussian(var=1)\nvector x[0] : gaussian(var=1)\n"
+            f"for k in 1..K {{\n  x[k] = {step}\n}}\nreport m = avg(x[0] * x[K])\n")
+
+
+def limit_time_rss(file):
+    """Wall seconds, peak resident MB and the report of one `netsor limit --json`."""
+    r = subprocess.run(["/usr/bin/time", "-f", "%e %M", ARGS.netsor, "limit", file, "--json"],
+                       capture_output=True, text=True, cwd=ROOT)
+    if r.returncode:
+        sys.exit(r.stderr)
+    sec, kb = r.stderr.strip().splitlines()[-1].split()
+    return float(sec), int(kb) / 1024, json.loads(r.stdout)["quantities"]["m"]["value"]
+
+
+def part_linear():
+    with tempfile.TemporaryDirectory() as d:
+        for T in [250, 500, 1000, 2000]:
+            row = []
+            for transposes in (True, False):
+                f = os.path.join(d, f"lin{T}{transposes}.tp")
+                with open(f, "w") as fh:
+                    fh.write(linear_program(T, transposes))
+                row.append(limit_time_rss(f))
+            (t1, m1, v1), (t0, m0, v0) = row
+            # (W + W^T)/2 = (Wigner of variance 1) / sqrt 2: moment 2k is Catalan(k) / 2^k.
+            exact = float(Fraction(math.comb(T, T // 2), (T // 2 + 1) * 2 ** (T // 2)))
+            print(f"T = {T:4}: with transposes {t1:6.2f} s {m1:6.0f} MB (m / exact - 1 = {v1 / exact - 1:.1e});"
+                  f" without {t0:5.2f} s {m0:5.0f} MB (m = {v0}); time ratio {t1 / max(t0, 0.01):.1f}x", flush=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["train", "big", "grid", "numpy"])
+    ap.add_argument("part", choices=["train", "big", "grid", "numpy", "linear"])
     ap.add_argument("--netsor", default=os.path.join(ROOT, "build", "netsor"))
     ap.add_argument("--layers", default=[1, 2, 3], type=lambda s: [int(v) for v in s.split(",")],
                     help="grid: the L to run (e.g. 1,2 then 3, to keep each run short)")
     ARGS = ap.parse_args()
-    {"train": part_train, "big": part_big, "grid": part_grid, "numpy": part_numpy}[ARGS.part]()
+    {"train": part_train, "big": part_big, "grid": part_grid, "numpy": part_numpy, "linear": part_linear}[ARGS.part]()

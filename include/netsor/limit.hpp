@@ -116,16 +116,19 @@ struct Family {
 };
 
 // The Zdot correction of one MatMul: sum of coef * Z^{arg of leaf}.
+// (Plain numbers, not an Estimate: a linear iteration of T steps with
+// transposes has ~T^2 of these, and the derivation record must stay small.)
 struct ZdotTerm {
-  int leaf = -1;        // a leaf of the opposite family (W^T for W x, and back)
-  Estimate expectation; // E[dZ^x / d leaf]
-  double coef = 0;      // scale * expectation
+  int leaf = -1;           // a leaf of the opposite family (W^T for W x, and back)
+  int method = 0;          // how E was computed: Result::methods[method]
+  double expectation = 0;  // E[dZ^x / d leaf]
+  double abs_error = 0;    // its error
+  double coef = 0;         // scale * expectation
 };
 
 // The Z random variable of one vector of the program.
 struct ZVar {
   ir::VarId var = -1;
-  Expr z;                      // over leaf ids
   int zhat = -1;               // MatMul: its Zhat leaf
   std::vector<ZdotTerm> zdot;  // MatMul: nonzero correction terms
 };
@@ -142,6 +145,7 @@ struct Result {
   std::vector<Leaf> leaves;
   std::vector<Family> families;
   std::vector<ZVar> zvars;                          // one per G/H var, in program order
+  std::vector<std::string> methods;                 // named by ZdotTerm::method
   std::vector<std::pair<ir::VarId, Estimate>> scalars;  // every scalar's limit
   // The largest relative error of any numerical estimate in the derivation
   // (covariances, Zdot coefficients, moments): below ~1e-13 (closed forms,

@@ -181,8 +181,8 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
       for (const auto& t : z.zdot) {
         o << (latex ? "% " : "      ") << "Zdot term: " << num(fam.scale, 6) << " * " << zname(r.leaves[t.leaf].arg)
           << " * E[d" << zname(in.arg) << " / d" << (latex ? r.leaves[t.leaf].name : nm.leaf(t.leaf))
-          << "] = " << num(fam.scale, 6) << " * " << num(t.expectation.value, 12) << " ± "
-          << err(t.expectation.abs_error) << "  [" << t.expectation.method << "]\n";
+          << "] = " << num(fam.scale, 6) << " * " << num(t.expectation, 12) << " ± "
+          << err(t.abs_error) << "  [" << r.methods[t.method] << "]\n";
       }
     }
   }
@@ -246,7 +246,7 @@ nlohmann::json derive_json(const ir::Program& p, const limit::Result& r) {
       e["zdot"] = json::array();
       for (const auto& t : z.zdot)
         e["zdot"].push_back({{"leaf", nm.leaf(t.leaf)}, {"times", p.vars[r.leaves[t.leaf].arg].name},
-                             {"expectation", t.expectation.value}, {"coef", t.coef}});
+                             {"expectation", t.expectation}, {"coef", t.coef}});
     }
     j["z"][p.vars[z.var].name] = e;
   }

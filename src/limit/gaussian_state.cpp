@@ -2,6 +2,7 @@
 #include "gaussian_state.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace netsor::limit {
 
@@ -11,6 +12,48 @@ void AffineZ::axpy(double a, const AffineZ& x) {
   Eigen::Map<Eigen::VectorXd>(c.data(), (Eigen::Index)x.c.size()) +=
       a * Eigen::Map<const Eigen::VectorXd>(x.c.data(), (Eigen::Index)x.c.size());
   off += a * x.off;
+}
+
+PackedSymmetric::PackedSymmetric(const Eigen::MatrixXd& m) {
+  for (int i = 0; i < m.rows(); ++i) append(m.row(i).head(i + 1).transpose());
+}
+
+void PackedSymmetric::append(const Eigen::VectorXd& r) {
+  if (r.size() != n_ + 1) throw std::logic_error("PackedSymmetric::append: a row of the wrong length");
+  a_.insert(a_.end(), r.data(), r.data() + r.size());
+  ++n_;
+}
+
+Eigen::VectorXd PackedSymmetric::times(const Eigen::VectorXd& c) const {
+  // Row i of the lower triangle gives (C c)_i's part left of the diagonal and,
+  // by symmetry, row i's column contributions above it: one pass over the rows.
+  int k = (int)c.size();
+  Eigen::VectorXd v = Eigen::VectorXd::Zero(k);
+  for (int i = 0; i < k; ++i) {
+    auto r = row(i);
+    v(i) += r.dot(c.head(i + 1));
+    v.head(i) += c(i) * r.head(i);
+  }
+  return v;
+}
+
+Eigen::MatrixXd PackedSymmetric::dense(int k) const {
+  Eigen::MatrixXd m(k, k);
+  for (int i = 0; i < k; ++i)
+    for (int j = 0; j <= i; ++j) m(i, j) = m(j, i) = (*this)(i, j);
+  return m;
+}
+
+Expr AffineZ::expr() const {
+  std::vector<Expr> terms;
+  if (off != 0) terms.push_back(constant(off));
+  for (std::size_t l = 0; l < c.size(); ++l)
+    if (c[l] != 0) terms.push_back(c[l] == 1 ? var((int)l) : mul(constant(c[l]), var((int)l)));
+  if (terms.empty()) return constant(0.0);
+  // Pairwise: depth log2(terms).
+  for (std::size_t width = 1; width < terms.size(); width *= 2)
+    for (std::size_t i = 0; i + width < terms.size(); i += 2 * width) terms[i] = add(terms[i], terms[i + width]);
+  return terms[0];
 }
 
 GaussianState::GaussianState(const ir::Program& p) : p_(p), aff_(p.vars.size()) {
@@ -44,7 +87,7 @@ int GaussianState::init_family(int ir_family) {
   F.mean = f.mean;
   F.cov = f.cov;
   fam_.push_back(F);
-  cov_.push_back(f.cov);
+  cov_.emplace_back(f.cov);
   return ir_family_.emplace(ir_family, (int)fam_.size() - 1).first->second;
 }
 
@@ -62,7 +105,7 @@ int GaussianState::matrix_family(ir::VarId matrix, bool transposed, double scale
   F.mean.resize(0);
   F.cov.resize(0, 0);
   fam_.push_back(F);
-  cov_.emplace_back(0, 0);
+  cov_.emplace_back();
   matrix_family_[key] = (int)fam_.size() - 1;
   return (int)fam_.size() - 1;
 }
@@ -74,15 +117,7 @@ int GaussianState::opposite_family(ir::VarId matrix, bool transposed) const {
 
 int GaussianState::new_zhat(const std::string& nm, int f, ir::VarId var, ir::VarId arg, const Eigen::VectorXd& row) {
   int k = (int)fam_[f].leaves.size();
-  // Grow the covariance by doubling, so that long programs stay linear in copies.
-  Eigen::MatrixXd& C = cov_[f];
-  if (C.rows() < k + 1) {
-    Eigen::MatrixXd bigger = Eigen::MatrixXd::Zero(std::max(8, 2 * (k + 1)), std::max(8, 2 * (k + 1)));
-    bigger.topLeftCorner(k, k) = C.topLeftCorner(k, k);
-    C.swap(bigger);
-  }
-  C.row(k).head(k + 1) = row.transpose();
-  C.col(k).head(k + 1) = row;
+  cov_[f].append(row);
   fam_[f].mean.conservativeResize(k + 1);
   fam_[f].mean(k) = 0;
   return new_leaf(nm, f, var, arg);
@@ -90,8 +125,7 @@ int GaussianState::new_zhat(const std::string& nm, int f, ir::VarId var, ir::Var
 
 void GaussianState::finish() {
   for (std::size_t f = 0; f < fam_.size(); ++f) {
-    int k = (int)fam_[f].leaves.size();
-    fam_[f].cov = cov_[f].topLeftCorner(k, k);
+    fam_[f].cov = cov_[f].dense((int)fam_[f].leaves.size());
   }
 }
 
@@ -109,13 +143,23 @@ void GaussianState::add_to_affine(ir::VarId v, double coef, ir::VarId y) {
 std::vector<double> GaussianState::sigma_times(const AffineZ& a) const {
   std::vector<double> u(leaves_.size(), 0.0);
   Eigen::VectorXd c;
+  std::vector<int> nz;
   for (const auto& F : fam_) {
     int k = (int)F.leaves.size();
     c.resize(k);
-    bool any = false;
-    for (int i = 0; i < k; ++i) any |= (c(i) = a.at(F.leaves[i])) != 0;
-    if (!any) continue;
-    Eigen::VectorXd v = cov_[&F - fam_.data()].topLeftCorner(k, k).selfadjointView<Eigen::Lower>() * c;
+    nz.clear();
+    for (int i = 0; i < k; ++i)
+      if ((c(i) = a.at(F.leaves[i])) != 0) nz.push_back(i);
+    if (nz.empty()) continue;
+    const PackedSymmetric& C = cov_[&F - fam_.data()];
+    Eigen::VectorXd v;
+    if (4 * nz.size() < (std::size_t)k) {  // a few leaves (a Zhat alone): their columns
+      v = Eigen::VectorXd::Zero(k);
+      for (int i : nz)
+        for (int j = 0; j < k; ++j) v(j) += c(i) * C(j, i);
+    } else {
+      v = C.times(c);
+    }
     for (int j = 0; j < k; ++j) u[F.leaves[j]] = v(j);
   }
   return u;

@@ -24,6 +24,31 @@ struct AffineZ {
   double mean = 0;
   double at(int l) const { return l < (int)c.size() ? c[l] : 0.0; }
   void axpy(double a, const AffineZ& x);
+  // off + sum_l c[l] leaf_l as an expression over leaf ids (a balanced sum,
+  // so that walks over a Z of thousands of terms stay shallow).
+  Expr expr() const;
+};
+
+// A symmetric matrix grown a row at a time, kept as its lower triangle by
+// rows: a family of k Zhat's costs k^2/2 numbers and no copy as it grows.
+class PackedSymmetric {
+ public:
+  explicit PackedSymmetric(const Eigen::MatrixXd& m = Eigen::MatrixXd());
+  int size() const { return n_; }
+  double operator()(int i, int j) const { return i >= j ? a_[tri(i) + j] : a_[tri(j) + i]; }
+  // Appends row k = size() (its last entry the diagonal).
+  void append(const Eigen::VectorXd& row);
+  // C c over the leading block of c's length (an Init family's leaves come
+  // one member at a time; its covariance is declared whole).
+  Eigen::VectorXd times(const Eigen::VectorXd& c) const;
+  // The leading k x k block, dense.
+  Eigen::MatrixXd dense(int k) const;
+
+ private:
+  static std::size_t tri(int i) { return (std::size_t)i * (i + 1) / 2; }
+  Eigen::Map<const Eigen::VectorXd> row(int i) const { return {a_.data() + tri(i), i + 1}; }
+  std::vector<double> a_;
+  int n_ = 0;
 };
 
 class GaussianState {
@@ -74,7 +99,7 @@ class GaussianState {
   GaussianLaw law_;
   std::vector<Leaf> leaves_;
   std::vector<Family> fam_;
-  std::vector<Eigen::MatrixXd> cov_;  // each family's covariance, with spare capacity
+  std::vector<PackedSymmetric> cov_;  // each family's covariance
   std::vector<AffineZ> aff_;
   std::map<int, int> ir_family_;
   std::map<std::pair<ir::VarId, bool>, int> matrix_family_;

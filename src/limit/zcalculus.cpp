@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <unordered_map>
 
 #include "gaussian_state.hpp"
 #include "netsor/expr_walk.hpp"
@@ -53,6 +54,7 @@ class ZCalculus {
     r.leaves = g_.leaves();
     r.families = g_.families();
     r.zvars = std::move(zvars_);
+    r.methods = methods_;
     for (std::size_t v = 0; v < p_.vars.size(); ++v)
       if (s_.scalar[v]) r.scalars.emplace_back((VarId)v, *s_.scalar[v]);
     return r;
@@ -66,12 +68,34 @@ class ZCalculus {
   GaussianState g_;
   std::vector<ZVar> zvars_;
   std::uint64_t perturbed_ = 0;
+  std::vector<std::string> methods_;  // Result::methods
+  int method_index(const std::string& m) {
+    // Few distinct methods; the last one is nearly always the one asked for.
+    for (int i = (int)methods_.size() - 1; i >= 0; --i)
+      if (methods_[i] == m) return i;
+    methods_.push_back(m);
+    return (int)methods_.size() - 1;
+  }
+  struct {
+    VarId x = -1;
+    std::unordered_map<VarId, double> with;  // E[Z^x Z^y], exact
+  } moments_;
   double numeric_rel_error_ = 0;
 
   const std::string& name(VarId v) const { return p_.vars[v].name; }
   bool bound() const { return opt_.propagation == Propagation::Bound; }
 
   Quantity reported(const ir::Report& rep) const { return reported_quantity(s_, rep); }
+
+  // A vector's Z as an expression over the leaves. An affine Z lives as its
+  // coefficients (GaussianState) and becomes an expression only when a rule
+  // that integrates needs it: the Z's of a T-step linear iteration with
+  // transposes are dense over ~2T leaves, and their expressions would be T^2
+  // nodes that nothing reads.
+  Expr z_of(VarId v) {
+    if (!s_.Z[v] && g_.affine(v).ok) s_.Z[v] = g_.affine(v).expr();
+    return s_.Z[v];
+  }
 
   void set_leaf_z(VarId v, int leaf) {
     s_.Z[v] = var(leaf);
@@ -86,7 +110,7 @@ class ZCalculus {
       throw std::logic_error("Init members out of order in family " + std::to_string(in.family));
     set_leaf_z(in.out, leaf);
     g_.cache_mean(in.out);
-    zvars_.push_back({in.out, s_.Z[in.out], -1, {}});
+    zvars_.push_back({in.out, -1, {}});
   }
 
   Estimate expect(const Expr& f, const ir::Instr& in, const std::string& what) {
@@ -121,16 +145,14 @@ class ZCalculus {
     int leaf = g_.new_zhat("Zhat[" + name(in.out) + "]", F, in.out, x, row);
     set_leaf_z(in.out, leaf);
     for (int j = 0; j < k; ++j) worst = std::max(worst, s_.rel[g_.leaf(g_.family(F).leaves[j]).arg]);
-    ZVar zv{in.out, nullptr, leaf, {}};
-    Expr z = add_zdot(in, F, zv, worst);
+    ZVar zv{in.out, leaf, {}};
+    add_zdot(in, F, zv, worst);
     s_.src[in.out].insert(s_.src[x].begin(), s_.src[x].end());
     for (const auto& t : zv.zdot) {
       VarId y = g_.leaf(t.leaf).arg;
       s_.src[in.out].insert(s_.src[y].begin(), s_.src[y].end());
-      note(in.out, t.expectation.method);
+      note(in.out, methods_[t.method]);
     }
-    s_.Z[in.out] = z;
-    zv.z = z;
     s_.rel[in.out] = worst;
     g_.cache_mean(in.out);
     zvars_.push_back(std::move(zv));
@@ -145,12 +167,21 @@ class ZCalculus {
     const AffineZ& ax = g_.affine(x);
     Eigen::VectorXd row(k + 1);
     if (ax.ok) {
-      auto s = g_.sigma_times(ax);
+      // W x and W^T x multiply the same x: its second moments with the earlier
+      // arguments are kept for the next product (exact, so reuse changes nothing).
+      if (moments_.x != x) moments_ = {x, {}};
+      std::vector<double> s;  // Sigma c_x, formed at the first moment not kept
       double mx = g_.mean_of(ax);
-      row(k) = g_.second_moment(s, mx, ax);
+      auto exact = [&](VarId y) {
+        auto it = moments_.with.find(y);
+        if (it != moments_.with.end()) return it->second;
+        if (s.empty()) s = g_.sigma_times(ax);
+        return moments_.with[y] = g_.second_moment(s, mx, g_.affine(y));
+      };
+      row(k) = exact(x);
       for (int j = 0; j < k; ++j) {
         VarId xj = g_.leaf(fam.leaves[j]).arg;
-        row(j) = g_.affine(xj).ok ? g_.second_moment(s, mx, g_.affine(xj))
+        row(j) = g_.affine(xj).ok ? exact(xj)
                                   : expect_product(x, xj, in, worst, cov_ref(row(k), g_.cov(F, j, j) / fam.scale));
       }
     } else {
@@ -164,25 +195,36 @@ class ZCalculus {
 
   // Zdot: scale * sum over the opposite family's products W^T y (or W x) of
   // Z^y E[dZ^x / dZhat^{W^T y}]; the derivative runs through every earlier Z.
-  // Returns Z^{Wx}; the terms go into zv.
-  Expr add_zdot(const ir::Instr& in, int F, ZVar& zv, double& worst) {
-    Expr z = var(zv.zhat);
+  // Sets Z^{Wx} (as coefficients where it is affine); the terms go into zv.
+  void add_zdot(const ir::Instr& in, int F, ZVar& zv, double& worst) {
     int opp = g_.opposite_family(in.matrix, in.transposed);
-    if (opp < 0) return z;
-    std::vector<Estimate> ds = zdot_expectations(in.arg, opp, in);
-    const Family& G = g_.family(opp);
-    for (std::size_t i = 0; i < G.leaves.size(); ++i) {
-      const Estimate& d = ds[i];
-      if (d.value == 0 && d.abs_error == 0) continue;
-      int gl = G.leaves[i];
-      VarId y = g_.leaf(gl).arg;
-      double coef = g_.family(F).scale * d.value;
-      zv.zdot.push_back({gl, d, coef});
-      z = add(z, mul(constant(coef), s_.Z[y]));
-      worst = std::max(worst, std::max(s_.rel[y], rel(d.abs_error, d.value, 1.0)));
-      g_.add_to_affine(in.out, coef, y);
+    if (opp >= 0) {
+      // x affine: E[dZ^x / dZhat_j] is x's coefficient of that leaf, read off
+      // without an Estimate per leaf (a T-step linear iteration has T^2 of them).
+      const AffineZ& ax = g_.affine(in.arg);
+      std::vector<Estimate> ds;
+      if (!ax.ok) ds = zdot_expectations(in.arg, opp, in);
+      int linear = ax.ok ? method_index("exact (linear)") : -1;
+      const Family& G = g_.family(opp);
+      for (std::size_t i = 0; i < G.leaves.size(); ++i) {
+        int gl = G.leaves[i];
+        double d = ax.ok ? ax.at(gl) : ds[i].value, err = ax.ok ? 0.0 : ds[i].abs_error;
+        if (d == 0 && err == 0) continue;
+        VarId y = g_.leaf(gl).arg;
+        double coef = g_.family(F).scale * d;
+        zv.zdot.push_back({gl, ax.ok ? linear : method_index(ds[i].method), d, err, coef});
+        worst = std::max(worst, std::max(s_.rel[y], rel(err, d, 1.0)));
+        g_.add_to_affine(in.out, coef, y);
+      }
     }
-    return z;
+    if (zv.zdot.empty()) return;  // Z^{Wx} = Zhat^{Wx}
+    if (g_.affine(in.out).ok) {
+      s_.Z[in.out] = nullptr;  // built from the coefficients when needed (z_of)
+      return;
+    }
+    Expr z = var(zv.zhat);
+    for (const auto& t : zv.zdot) z = add(z, mul(constant(t.coef), z_of(g_.leaf(t.leaf).arg)));
+    s_.Z[in.out] = z;
   }
 
   // E[dZ^x / dZhat_j] for every leaf j of the Gaussian family G (the Zdot
@@ -200,22 +242,18 @@ class ZCalculus {
     const Family& fam = g_.family(G);
     std::size_t k = fam.leaves.size();
     std::vector<Estimate> out(k, Estimate{0.0, 0.0, "exact (independent)"});
-    if (g_.affine(x).ok) {
-      for (std::size_t i = 0; i < k; ++i) out[i] = {g_.affine(x).at(fam.leaves[i]), 0.0, "exact (linear)"};
-      return out;
-    }
-    std::vector<int> deps = free_vars(s_.Z[x]), D;
+    std::vector<int> deps = free_vars(z_of(x)), D;
     for (std::size_t i = 0; i < k; ++i)
       if (std::binary_search(deps.begin(), deps.end(), fam.leaves[i])) D.push_back((int)i);
     if (D.empty()) return out;
     int m = (int)D.size();
     // The derivative form, where it exists as an ordinary function.
     std::vector<Estimate> deriv(m);
-    bool smooth = is_smooth(s_.Z[x]);
+    bool smooth = is_smooth(z_of(x));
     bool all_const = smooth;
     for (int a = 0; a < m && smooth; ++a) {
       int gl = fam.leaves[D[a]];
-      Expr dz = derivative(s_.Z[x], gl);
+      Expr dz = derivative(z_of(x), gl);
       double c;
       if (is_const(dz, &c)) deriv[a] = {c, 0.0, "exact (constant derivative)"};
       else {
@@ -232,7 +270,7 @@ class ZCalculus {
     std::set<std::string> methods;
     for (int a = 0; a < m; ++a) {
       int gl = fam.leaves[D[a]];
-      Estimate e = expect(mul(var(gl), s_.Z[x]), in, "E[" + g_.leaf(gl).name + " * " + name(x) + "]");
+      Estimate e = expect(mul(var(gl), z_of(x)), in, "E[" + g_.leaf(gl).name + " * " + name(x) + "]");
       b(a) = e.value;
       eb(a) = e.abs_error;
       methods.insert(e.method);
@@ -306,7 +344,7 @@ class ZCalculus {
   static double cov_ref(double xx, double jj) { return std::max(std::abs(xx), std::abs(jj)); }
 
   double expect_product(VarId a, VarId b, const ir::Instr& in, double& worst, double ref) {
-    Estimate e = expect(mul(s_.Z[a], s_.Z[b]), in, "E[" + name(a) + " * " + name(b) + "]");
+    Estimate e = expect(mul(z_of(a), z_of(b)), in, "E[" + name(a) + " * " + name(b) + "]");
     worst = std::max(worst, rel(e.abs_error, e.value, ref));
     note(in.out, e.method);
     return e.value;
@@ -343,7 +381,6 @@ class ZCalculus {
     check_vector_order(in);
     if (l.random) OrderAnalysis::refuse_random(p_, in, l);
     for (const auto& m : carried.sources) note(in.out, m);
-    s_.Z[in.out] = substitute(e, [&](int id) { return s_.Z[id]; });
     s_.rel[in.out] = carried.worst;
     // Z^y is affine in the leaves where phi is affine in affine Z's.
     std::vector<double> c;
@@ -360,7 +397,8 @@ class ZCalculus {
     }
     g_.set_affine(in.out, a.ok ? a : AffineZ{});
     g_.cache_mean(in.out);
-    zvars_.push_back({in.out, s_.Z[in.out], -1, {}});
+    if (!a.ok) s_.Z[in.out] = substitute(e, [&](int id) { return z_of(id); });  // else built when needed (z_of)
+    zvars_.push_back({in.out, -1, {}});
   }
 
   // The leading order of a Moment's or Scalar's expression; a quantity zero to
@@ -390,7 +428,7 @@ class ZCalculus {
         refuse(in, "the limit of '" + name(in.out) + "' is beyond double precision",
                "the program's covariances overflow 1.8e308; rescale the iteration (e.g. normalize each step)");
     } else {
-      est = expect(substitute(e, [&](int id) { return s_.Z[id]; }), in, name(in.out));
+      est = expect(substitute(e, [&](int id) { return z_of(id); }), in, name(in.out));
     }
     if (bound()) est.abs_error += 2 * std::abs(est.value) * carried.worst;
     est.inputs = std::move(carried.sources);
@@ -447,13 +485,13 @@ class ZCalculus {
   // ---- A width as a number: ratio * n^1.
   // What the free-probability back end reads: Z's of vectors and limits of
   // scalars at order 0, over the Gaussian leaves' law.
-  ZView view() const {
+  ZView view() {
     ZView z;
     z.law = g_.law();
     z.subst = [this](VarId v) -> Expr {
       if (std::abs(s_.order[v]) > kTol) return nullptr;
       if (p_.vars[v].kind == ir::VarKind::Scalar) return s_.scalar[v] ? constant(s_.scalar[v]->value) : nullptr;
-      return s_.Z[v];
+      return z_of(v);
     };
     return z;
   }
