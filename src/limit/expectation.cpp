@@ -20,6 +20,8 @@ namespace {
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
 constexpr double kPi = boost::math::constants::pi<double>();
+// Tensor Gauss-Hermite up to this many dimensions (quadrature.cpp gh_orders).
+constexpr int kTensorDims = 6;
 
 // ------------------------------------------------------------ affine analysis
 
@@ -599,19 +601,22 @@ class Engine {
       return kronrod_checked(in, q, tol);
     }
     if (smooth && r <= 10) {
-      // Tensor Gauss-Hermite (<= 4-d) or a sparse grid, once converged; an
+      // Tensor Gauss-Hermite (<= 6-d) or a sparse grid, once converged; an
       // unconverged sparse grid's self-estimate is not trusted (its levels can
       // agree far from the value): QMC then, unless the tensor rule came close.
-      quad::Result t = r <= 4 ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
+      quad::Result t = r <= kTensorDims ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
       quad::Result q = t;
       if (!q.converged) q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
       // A tensor rule short of `tol` whose last two orders still agree to 1e-6
-      // (what a smooth integrand in <= 4-d is owed) is far better than QMC's
-      // ~1e-3. Its error: the geometric decay of its differences where they
-      // decay (else the last difference), checked by randomized QMC, a rule of
-      // another family. (The rotated rule is no check here: at an order short
-      // of convergence it is the worse of the two orientations.)
-      if (!q.converged && r <= 4 && std::isfinite(t.value) && t.abs_error <= 1e-6 * std::max(1.0, std::abs(t.value))) {
+      // in <= 4-d, 1e-4 in 5-6-d (what a smooth integrand there is owed) is far
+      // better than QMC's ~1e-3. Its error: the geometric decay of its
+      // differences where they decay (else the last difference), checked by
+      // randomized QMC, a rule of another family. (The rotated rule is no check
+      // here: at an order short of convergence it is the worse of the two
+      // orientations.)
+      double owed = r <= 4 ? 1e-6 : 1e-4;
+      if (!q.converged && r <= kTensorDims && std::isfinite(t.value) &&
+          t.abs_error <= owed * std::max(1.0, std::abs(t.value))) {
         q = t;
         q.method += " (short of the tolerance: orders differ by " + fmt(t.abs_error) + ")";
         q.abs_error = std::min(t.abs_error, t.geometric_error);
