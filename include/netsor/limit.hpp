@@ -6,6 +6,7 @@
 #include <Eigen/Dense>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -153,6 +154,9 @@ struct Result {
   double numeric_rel_error = 0;
   // The sampled evaluator: "M x R points, target reached" or what it reached.
   std::string sampling;
+  // A perturbed run (error propagation, compute()): how far each moment's own
+  // estimate was moved, so that what its inputs' errors did can be told apart.
+  std::map<ir::VarId, double> own_shift;
 };
 
 // Throws ProgramError for programs outside the master theorem's assumptions and

@@ -55,6 +55,7 @@ class ZCalculus {
     r.families = g_.families();
     r.zvars = std::move(zvars_);
     r.methods = methods_;
+    r.own_shift = std::move(own_shift_);
     for (std::size_t v = 0; v < p_.vars.size(); ++v)
       if (s_.scalar[v]) r.scalars.emplace_back((VarId)v, *s_.scalar[v]);
     return r;
@@ -68,6 +69,8 @@ class ZCalculus {
   GaussianState g_;
   std::vector<ZVar> zvars_;
   std::uint64_t perturbed_ = 0;
+  double last_shift_ = 0;                  // what expect() last added (a perturbed run)
+  std::map<VarId, double> own_shift_;      // Result::own_shift
   std::vector<std::string> methods_;  // Result::methods
   int method_index(const std::string& m) {
     // Few distinct methods; the last one is nearly always the one asked for.
@@ -119,9 +122,11 @@ class ZCalculus {
       refuse(in, "the limit of '" + what + "' is not finite: its master-theorem expectation diverges",
              "the integrand is not integrable under the Gaussian law of its arguments; check the nonlinearity");
     numeric_rel_error_ = std::max(numeric_rel_error_, e.abs_error / std::max(std::abs(e.value), 1e-300));
+    last_shift_ = 0;
     if (opt_.perturb) {  // the perturbed run (Propagation::Perturbation): move by the error, random sign
       std::uint64_t h = (opt_.perturb + 0x9E3779B97F4A7C15ULL * ++perturbed_) * 0xBF58476D1CE4E5B9ULL;
-      e.value += ((h >> 31) & 1 ? 1.0 : -1.0) * e.abs_error;
+      last_shift_ = ((h >> 31) & 1 ? 1.0 : -1.0) * e.abs_error;
+      e.value += last_shift_;
     }
     return e;
   }
@@ -429,6 +434,7 @@ class ZCalculus {
                "the program's covariances overflow 1.8e308; rescale the iteration (e.g. normalize each step)");
     } else {
       est = expect(substitute(e, [&](int id) { return z_of(id); }), in, name(in.out));
+      if (opt_.perturb) own_shift_[in.out] = last_shift_;
     }
     if (bound()) est.abs_error += 2 * std::abs(est.value) * carried.worst;
     est.inputs = std::move(carried.sources);
@@ -554,9 +560,14 @@ Result compute(const ir::Program& p, const Options& o) {
     q.propagation = Propagation::Bound;
     return ZCalculus(p, q).run();
   }
-  auto widen = [](Estimate& e, const Estimate& m) {
+  // What the perturbed run m did to e through its inputs: its own estimate's
+  // shift taken out (that error is in e.abs_error already; counting it again
+  // made a report that is one expectation carry 4x its error).
+  auto widen = [](Estimate& e, const Estimate& m, const Result& moved, VarId v) {
     bool vanishing = e.order < 0;
-    double d = vanishing ? m.coefficient - e.coefficient : m.value - e.value;
+    auto own = moved.own_shift.find(v);
+    double d = vanishing ? m.coefficient - e.coefficient
+                         : m.value - e.value - (own == moved.own_shift.end() ? 0.0 : own->second);
     double add = 3 * std::abs(d);
     if (!std::isfinite(add)) add = INFINITY;
     if (vanishing) return;  // a vanishing report's value is 0 exactly; its coefficient's error is not shown
@@ -566,13 +577,13 @@ Result compute(const ir::Program& p, const Options& o) {
   for (const auto& m : moved) {
     for (std::size_t i = 0; i < base.quantities.size(); ++i) {
       Estimate e = base.quantities[i].estimate;
-      widen(e, m.quantities[i].estimate);
+      widen(e, m.quantities[i].estimate, m, p.reports[i].var);
       out.quantities[i].estimate.abs_error = std::max(out.quantities[i].estimate.abs_error, e.abs_error);
     }
     for (std::size_t i = 0; i < base.scalars.size() && i < m.scalars.size(); ++i)
       if (base.scalars[i].first == m.scalars[i].first) {
         Estimate e = base.scalars[i].second;
-        widen(e, m.scalars[i].second);
+        widen(e, m.scalars[i].second, m, m.scalars[i].first);
         out.scalars[i].second.abs_error = std::max(out.scalars[i].second.abs_error, e.abs_error);
       }
   }
