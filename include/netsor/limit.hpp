@@ -86,13 +86,25 @@ struct GaussianLaw {
 // pairs (primer section 3); tensor Gauss-Hermite for smooth integrands in <= 4
 // dimensions; nested adaptive Gauss-Kronrod split at the kinks of relu/step/abs
 // in <= 3 dimensions; randomized QMC above.
+// The 5-10-d smooth integrals that ended in plain randomized QMC (the
+// deterministic rules failed), in the order they were met. compute()'s
+// perturbed runs repeat the first run's integrals with moved inputs; replaying
+// the log, they go straight to QMC there instead of failing again at the cost
+// of millions of points.
+struct IntegralLog {
+  std::vector<bool> qmc;
+  std::size_t next = 0;
+  bool replay = false;
+};
+
 class MasterExpectation {
  public:
-  explicit MasterExpectation(Options o = {}) : opt_(o) {}
+  explicit MasterExpectation(Options o = {}, IntegralLog* log = nullptr) : opt_(o), log_(log) {}
   Estimate expect(const Expr& f, const GaussianLaw& law) const;
 
  private:
   Options opt_;
+  IntegralLog* log_;
 };
 
 // A Gaussian leaf of the Z calculus: an initial vector, or the Zhat of a MatMul.

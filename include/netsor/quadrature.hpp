@@ -5,6 +5,7 @@
 
 #include <Eigen/Dense>
 #include <cstdint>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -19,8 +20,9 @@ struct Result {
   std::string method;
   int order = 0;  // the Gauss-Hermite order or sparse-grid level that gave value
   // Tensor Gauss-Hermite short of its tolerance: the error of the last order
-  // from the geometric decay of the last two differences (d_N^2 / d_{N-1},
-  // times 10), where they decay by 4x or more; infinite otherwise.
+  // from the geometric decay of its differences (10 d_N times the larger of
+  // the last two ratios d_N / d_{N-1}), where both are below 1/4; infinite
+  // otherwise.
   double geometric_error = INFINITY;
 };
 
@@ -40,7 +42,12 @@ using BatchIntegrand = std::function<Eigen::ArrayXd(const std::vector<Eigen::Arr
 // to `tol` (relative to max(1, |I|)); the error estimate is their difference.
 // For smooth integrands. only_order > 0 evaluates that one order (no error
 // estimate): a second, independent estimate in rotated coordinates.
-Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order = 0);
+// owed: the accuracy (relative to max(1, |I|)) a caller would accept short
+// of tol; the orders stop early (unconverged) where the decay of the
+// differences so far cannot bring the last one within 10x of it (the higher
+// orders cost millions of points in 5-6-d).
+Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order = 0,
+                                  double owed = 0);
 
 // A kink of the integrand: the hyperplane offset + normal . xi = 0.
 struct Hyperplane {

@@ -223,7 +223,7 @@ struct Term {
 
 class Engine {
  public:
-  Engine(const Expr& f, const GaussianLaw& law, const Options& opt) : f_(f), opt_(opt) {
+  Engine(const Expr& f, const GaussianLaw& law, const Options& opt, IntegralLog* log) : f_(f), opt_(opt), log_(log) {
     auto ids = free_vars(f);
     for (std::size_t i = 0; i < ids.size(); ++i) local_[ids[i]] = (int)i;
     k_ = (int)ids.size();
@@ -296,6 +296,7 @@ class Engine {
  private:
   const Expr& f_;
   const Options& opt_;
+  IntegralLog* log_;
   std::map<int, int> local_;
   int k_ = 0;
   VectorXd mu_;
@@ -339,7 +340,7 @@ class Engine {
     out.error = 0;
     std::map<std::string, int> ms;
     for (const auto& [r, g] : groups) {
-      Estimate e = Engine(g, sub, opt_).run();
+      Estimate e = Engine(g, sub, opt_, log_).run();
       // d(ab) = |a| db + |b| da
       out.error = std::abs(out.value) * e.abs_error + std::abs(e.value) * out.error;
       out.value *= e.value;
@@ -601,10 +602,22 @@ class Engine {
       return kronrod_checked(in, q, tol);
     }
     if (smooth && r <= 10) {
+      // (Logged from 5-d on, where the rules below cost the most.)
+      std::size_t logged = log_ && r > 4 ? log_->next++ : 0;
+      if (log_ && r > 4 && log_->replay && logged < log_->qmc.size() && log_->qmc[logged]) return qmc(in, 1 << 15);
+      auto give_up = [&] {
+        if (log_ && r > 4 && !log_->replay) {
+          log_->qmc.resize(std::max(log_->qmc.size(), logged + 1));
+          log_->qmc[logged] = true;
+        }
+        return qmc(in, 1 << 15);
+      };
       // Tensor Gauss-Hermite (<= 6-d) or a sparse grid, once converged; an
       // unconverged sparse grid's self-estimate is not trusted (its levels can
       // agree far from the value): QMC then, unless the tensor rule came close.
-      quad::Result t = r <= kTensorDims ? quad::tensor_gauss_hermite_batch(batch, r, tol) : quad::Result{};
+      double owed = r <= 4 ? 1e-6 : 1e-4;
+      quad::Result t = r <= kTensorDims ? quad::tensor_gauss_hermite_batch(batch, r, tol, 0, r <= 4 ? 0 : owed)
+                                        : quad::Result{};
       quad::Result q = t;
       if (!q.converged) q = quad::sparse_grid(batch, r, std::max(tol, 1e-10), 200'000);
       // A tensor rule short of `tol` whose last two orders still agree to 1e-6
@@ -614,7 +627,6 @@ class Engine {
       // randomized QMC, a rule of another family. (The rotated rule is no check
       // here: at an order short of convergence it is the worse of the two
       // orientations.)
-      double owed = r <= 4 ? 1e-6 : 1e-4;
       if (!q.converged && r <= kTensorDims && std::isfinite(t.value) &&
           t.abs_error <= owed * std::max(1.0, std::abs(t.value))) {
         q = t;
@@ -622,7 +634,7 @@ class Engine {
         q.abs_error = std::min(t.abs_error, t.geometric_error);
         return qmc_checked(in, q);
       }
-      if (!q.converged) return qmc(in, 1 << 15);
+      if (!q.converged) return give_up();
       quad::Result c = rotated_rule(in, q, tol);
       if (!agree(q, c)) q.abs_error = std::max(q.abs_error, 2 * std::abs(q.value - c.value));
       return qmc_checked(in, q);
@@ -683,7 +695,7 @@ class Engine {
 }  // namespace
 
 Estimate MasterExpectation::expect(const Expr& f, const GaussianLaw& law) const {
-  Engine e(f, law, opt_);
+  Engine e(f, law, opt_, log_);
   return e.run();
 }
 

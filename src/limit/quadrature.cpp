@@ -83,7 +83,7 @@ std::vector<int> gh_orders(int dim) {
 
 }  // namespace
 
-Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order) {
+Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, int only_order, double owed) {
   Result res;
   auto orders = only_order > 0 ? std::vector<int>{only_order} : gh_orders(dim);
   if (orders.empty()) throw std::invalid_argument("tensor Gauss-Hermite: no order sequence in " + std::to_string(dim) + "-d");
@@ -139,6 +139,15 @@ Result tensor_gauss_hermite_batch(const BatchIntegrand& h, int dim, double tol, 
     used = orders[i];
     if (err <= tol * std::max(1.0, std::abs(cur))) {
       res.converged = true;
+      break;
+    }
+    // The last difference at best (10x an order). Before the last, most
+    // expensive order, at the rate just seen: convergence often speeds up
+    // over the early orders, so only the last step is judged by it.
+    bool last_step = i + 2 == orders.size();
+    double rate = last_step && std::isfinite(ratio) ? std::clamp(ratio, 0.1, 1.0) : 0.1;
+    double reachable = err * std::pow(rate, double(orders.size() - 1 - i));
+    if (owed > 0 && reachable > 10 * owed * std::max(1.0, std::abs(cur))) {
       break;
     }
   }

@@ -31,7 +31,8 @@ using ir::VarId;
 
 class ZCalculus {
  public:
-  ZCalculus(const ir::Program& p, const Options& o) : p_(p), opt_(o), E_(o), s_(p.vars.size()), g_(p) {}
+  ZCalculus(const ir::Program& p, const Options& o, IntegralLog* log = nullptr)
+      : p_(p), opt_(o), E_(o, log), s_(p.vars.size()), g_(p) {}
 
   Result run() {
     for (const auto& in : p_.instrs) {
@@ -534,7 +535,9 @@ Result compute(const ir::Program& p, const Options& o) {
   if (o.method == Method::Sampled || (o.method == Method::Auto && integral_dimension(p) > kAutoDimension))
     return compute_sampled(p, o);
   if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
-  Result base = ZCalculus(p, o).run();
+  IntegralLog log;
+  Result base = ZCalculus(p, o, &log).run();
+  log.replay = true;
   if (base.numeric_rel_error < 1e-13) return base;  // closed forms and exact algebra only
   // Two perturbed runs with independent signs: one random direction can
   // nearly cancel by chance (|N(0,1)| < 0.1 one time in 12); the larger of two
@@ -544,7 +547,8 @@ Result compute(const ir::Program& p, const Options& o) {
     Options q = o;
     q.perturb = o.seed * 0x2545F4914F6CDD1DULL + k;
     try {
-      moved.push_back(ZCalculus(p, q).run());
+      log.next = 0;
+      moved.push_back(ZCalculus(p, q, &log).run());
     } catch (const ProgramError&) {
       break;
     }
