@@ -62,16 +62,24 @@ void check_dims(const ir::Program& p, std::int64_t n) {
   for (std::size_t w = 0; w < p.widths.size(); ++w) {
     double size = p.widths[w].ratio * double(n);
     if (size <= kMaxDim) continue;
+    // Located at the first variable of that width (cols count for matrices
+    // only: a vector's are unset); the base width comes from the command line,
+    // so its message points at no line.
     Diagnostic d;
-    for (const auto& v : p.vars)
-      if ((!v.rows.is_finite() && v.rows.width == (int)w) || (!v.cols.is_finite() && v.cols.width == (int)w)) {
+    bool base = w == 0;
+    for (const auto& v : p.vars) {
+      bool rows = !v.rows.is_finite() && v.rows.width == (int)w;
+      bool cols = v.kind == ir::VarKind::A && !v.cols.is_finite() && v.cols.width == (int)w;
+      if (!base && (rows || cols)) {
         d.loc = v.loc;
         break;
       }
+    }
     if (d.loc.file.empty() && !p.vars.empty()) d.loc.file = p.vars[0].loc.file;
     std::ostringstream m;
     m.precision(10);  // 2147483649 must not print as 2.14748e+09
-    if (p.widths[w].ratio == 1) m << "width " << p.widths[w].name << " = " << n;
+    if (base) m << "width " << p.widths[w].name << " = " << n << " (from the command line)";
+    else if (p.widths[w].ratio == 1) m << "width " << p.widths[w].name << " = " << n;
     else m << "width " << p.widths[w].name << " = " << p.widths[w].ratio << " n is " << size << " at n = " << n;
     m << ": more than 2^31 coordinates";
     d.message = m.str();

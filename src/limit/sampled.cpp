@@ -421,13 +421,7 @@ class Sampler {
   // ---- MatMul: Z^{Wx} = Zhat + Zdot, Zhat grown from the earlier ones by a fresh leaf.
   void matmul(const ir::Instr& in) {
     s_.order[in.out] = s_.order[in.arg];
-    const ir::Matrix& Mx = p_.matrix_of(in.matrix);
-    const ir::Var& W = p_.vars[in.matrix];
-    if (Mx.dist != ir::MatrixDist::Gaussian)
-      refuse(in, "the limit pass covers Gaussian matrices; '" + W.name + "' is orthogonal",
-             "orthogonal matrices run in the finite-width executor (netsor run); declare gaussian(...) for a limit");
-    double rho = p_.dim_ratio(W.rows) / p_.dim_ratio(W.cols);
-    int f = family(in.matrix, in.transposed, in.transposed ? Mx.variance * rho : Mx.variance);
+    int f = family(in.matrix, in.transposed, zhat_scale(p_, in));
     auto gi = fam_of_.find({in.matrix, !in.transposed});
     int g = gi == fam_of_.end() ? -1 : gi->second;
     const Eigen::ArrayXd& x = z_of(in.arg);

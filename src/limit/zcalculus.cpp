@@ -136,14 +136,7 @@ class ZCalculus {
   void compute_matmul(const ir::Instr& in) {
     // W (n^e x) = n^e (W x): the product keeps its argument's order.
     s_.order[in.out] = s_.order[in.arg];
-    const ir::Matrix& M = p_.matrix_of(in.matrix);
-    const ir::Var& W = p_.vars[in.matrix];
-    if (M.dist != ir::MatrixDist::Gaussian)
-      refuse(in, "the limit pass covers Gaussian matrices; '" + W.name + "' is orthogonal",
-             "orthogonal matrices run in the finite-width executor (netsor run); declare gaussian(...) for a limit");
-    // W in R^{n1 x n2} with entries N(0, sigma^2/n2): Zhat^{W^T y} has the extra factor n1/n2.
-    double rho = p_.dim_ratio(W.rows) / p_.dim_ratio(W.cols);
-    int F = g_.matrix_family(in.matrix, in.transposed, in.transposed ? M.variance * rho : M.variance);
+    int F = g_.matrix_family(in.matrix, in.transposed, zhat_scale(p_, in));
     VarId x = in.arg;
     double worst = s_.rel[x];
     Eigen::VectorXd row = zhat_row(in, F, worst);

@@ -112,6 +112,20 @@ inline void check_bounded(const ir::Program& p, VarState& s, const ir::Instr& in
   if (in.op == ir::Op::Nonlin) s.range[in.out] = r;
 }
 
+// MatMul (primer section 2): the variance scale of the Zhat family of W (or
+// of W^T, a separate family). W in R^{n1 x n2} with entries N(0, sigma^2/n2)
+// gives Cov Zhat^{Wx} = sigma^2 E[Z^x Z^x']; Zhat^{W^T y} has the extra factor
+// n1/n2. Orthogonal matrices have no rule here: refused.
+inline double zhat_scale(const ir::Program& p, const ir::Instr& in) {
+  const ir::Matrix& M = p.matrix_of(in.matrix);
+  const ir::Var& W = p.vars[in.matrix];
+  if (M.dist != ir::MatrixDist::Gaussian)
+    refuse(in, "the limit pass covers Gaussian matrices; '" + W.name + "' is orthogonal",
+           "orthogonal matrices run in the finite-width executor (netsor run); declare gaussian(...) for a limit");
+  double rho = p.dim_ratio(W.rows) / p.dim_ratio(W.cols);
+  return in.transposed ? M.variance * rho : M.variance;
+}
+
 // A vector that grows with n makes every later step blow up.
 inline void check_vector_growth(const ir::Program& p, const VarState& s, const ir::Instr& in) {
   if (s.order[in.out] > kTol)
