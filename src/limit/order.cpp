@@ -12,6 +12,20 @@ Lead zero_lead() { return {constant(0.0), -INFINITY}; }
 Lead join(Lead r, const Lead& a, const Lead& b) {
   r.random = a.random || b.random;
   r.why = a.random ? a.why : b.why;
+  r.dropped = r.dropped || a.dropped || b.dropped;
+  return r;
+}
+
+// A lead built from one operand's: its randomness and dropped terms carry over.
+Lead from(Lead r, const Lead& a) {
+  r.random = r.random || a.random;
+  if (r.random && r.why.empty()) r.why = a.why;
+  r.dropped = r.dropped || a.dropped;
+  return r;
+}
+
+Lead with_rest_dropped(Lead r) {
+  r.dropped = true;
   return r;
 }
 
@@ -33,19 +47,22 @@ Lead OrderAnalysis::variable(const Expr& x) {
     if (std::isinf(s_.order[id]) && s_.order[id] < 0) return zero_lead();
     // A fluctuation has no value (nor error): it is dropped as lower
     // order, or whatever needs it is refused.
+    // (Both a fluctuation and a limit-0 scalar of unknown size stand for
+    // terms the lead leaves out: `dropped`, so that differences of vectors
+    // built from them are re-derived from their definitions.)
     if (s_.random[id])  // named by the user's scalar where it has a name of its own
-      return {netsor::constant(0.0), s_.order[id], true,
-              name(id).find('#') == std::string::npos ? name(id) : s_.random_why[id]};
+      return with_rest_dropped({netsor::constant(0.0), s_.order[id], true,
+                                name(id).find('#') == std::string::npos ? name(id) : s_.random_why[id]});
     if (s.method.rfind("exact", 0) != 0) carried_.sources.insert(s.method);
     carried_.sources.insert(s.inputs.begin(), s.inputs.end());
     carried_.worst = std::max(carried_.worst, rel(s.abs_error, s.value, 1.0));
-    if (s_.fluct[id]) return {netsor::constant(0.0), s_.order[id]};  // value 0, size unknown below n^order
+    if (s_.fluct[id]) return with_rest_dropped({netsor::constant(0.0), s_.order[id]});  // value 0, size unknown
     return {netsor::constant(s.value), s_.order[id]};
   }
   carried_.worst = std::max(carried_.worst, s_.rel[id]);
   carried_.sources.insert(s_.src[id].begin(), s_.src[id].end());
   if (std::isinf(s_.order[id]) && s_.order[id] < 0) return zero_lead();
-  if (s_.fluct[id]) return {netsor::constant(0.0), s_.order[id]};  // see compute_nonlin
+  if (s_.fluct[id]) return with_rest_dropped({netsor::constant(0.0), s_.order[id]});  // see compute_nonlin
   return {var(id), s_.order[id]};
 }
 
@@ -59,8 +76,8 @@ Lead OrderAnalysis::neg(const Expr&, const Lead& a) {
 Lead OrderAnalysis::sum(Lead a, Lead b) const {
   if (a.zero()) return b;
   if (b.zero()) return a;
-  if (a.order > b.order + kTol) return a;
-  if (b.order > a.order + kTol) return b;
+  if (a.order > b.order + kTol) return with_rest_dropped(a);
+  if (b.order > a.order + kTol) return with_rest_dropped(b);
   return join({netsor::add(a.e, b.e), std::max(a.order, b.order)}, a, b);
 }
 
@@ -114,7 +131,7 @@ Lead OrderAnalysis::pow(const Expr&, const Lead& a, const Lead& p) {
     refuse(in_, "a negative power of a quantity whose limit is 0 in '" + name(in_.out) + "'", "");
   }
   if (k < 0 && is_zero_const(a.e)) refuse(in_, "a negative power of a fluctuation in '" + name(in_.out) + "'", "");
-  return {netsor::pow(a.e, netsor::constant(k)), k * a.order, a.random, a.why};
+  return from({netsor::pow(a.e, netsor::constant(k)), k * a.order}, a);
 }
 
 // log and sqrt are guarded (expr.hpp) at finite width; a limit outside their
@@ -142,16 +159,16 @@ Lead OrderAnalysis::call(const Expr& x, const Lead& a) {
                       "': it jumps at 0, and its value follows the sign of a vanishing fluctuation",
              "the limit is random or depends on finite-width detail; write the argument so that its limit is not 0");
     double f0 = apply_fn(f, 0.0);
-    if (f0 != 0) return {netsor::constant(f0), 0.0};
+    if (f0 != 0) return a.zero() ? Lead{netsor::constant(f0), 0.0} : with_rest_dropped({netsor::constant(f0), 0.0});
     // f of exactly 0 is 0 at every order; f of a fluctuation (a value 0
     // of unknown size, e.g. sqrt(avg(v)) ~ n^-1/4) is 0 in the limit,
     // at a rate this analysis does not give.
-    return a.zero() ? zero_lead() : Lead{netsor::constant(0.0), 0.0};
+    return a.zero() ? zero_lead() : with_rest_dropped({netsor::constant(0.0), 0.0});
   }
   bool homogeneous1 = f == Fn::Relu || f == Fn::Abs, scale_free = f == Fn::Step || f == Fn::Sign;
-  if (std::abs(a.order) <= kTol) return {netsor::call(f, a.e), 0.0, a.random, a.why};
-  if (scale_free) return {netsor::call(f, a.e), 0.0, a.random, a.why};
-  if (homogeneous1) return {netsor::call(f, a.e), a.order, a.random, a.why};
+  if (std::abs(a.order) <= kTol) return from({netsor::call(f, a.e), 0.0}, a);
+  if (scale_free) return from({netsor::call(f, a.e), 0.0}, a);
+  if (homogeneous1) return from({netsor::call(f, a.e), a.order}, a);
   if (a.order > 0)
     refuse(in_, "unstable: the argument of " + std::string(fn_name(f)) + " in '" + name(in_.out) + "' grows like n^" +
                     fmt(a.order),
@@ -167,9 +184,9 @@ Lead OrderAnalysis::vanishing_argument(Fn f, const Lead& a) {
     double ck = evaluate(d0, [](int) { return 0.0; });
     if (ck != 0) {
       double fact = k == 0 ? 1 : k == 1 ? 1 : k == 2 ? 2 : 6;
-      if (k == 0) return {netsor::constant(ck), 0.0};
-      return {netsor::mul(netsor::constant(ck / fact), netsor::pow(a.e, netsor::constant(double(k)))), k * a.order,
-              a.random, a.why};
+      if (k == 0) return with_rest_dropped({netsor::constant(ck), 0.0});
+      return with_rest_dropped(
+          from({netsor::mul(netsor::constant(ck / fact), netsor::pow(a.e, netsor::constant(double(k)))), k * a.order}, a));
     }
     d0 = derivative(d0, -3);
   }
@@ -227,7 +244,7 @@ Lead OrderAnalysis::expanded_difference(const Expr& X, const Expr& Y, bool smoot
   if (s.zero())
     refuse(in_, "in '" + name(in_.out) + "' the leading terms cancel and so does the first-order term",
            "the order analysis expands differences to first order only");
-  return join({netsor::mul(s.e, d.e), s.order + d.order}, s, d);
+  return with_rest_dropped(join({netsor::mul(s.e, d.e), s.order + d.order}, s, d));  // first order only
 }
 
 // A growing power times a moment whose limit is 0: the product lives on the

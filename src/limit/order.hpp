@@ -19,6 +19,10 @@ struct Lead {
   double order = 0;     // -inf: zero
   bool random = false;  // a fluctuation (CLT scale) at this order: no deterministic value
   std::string why;      // for random: the variable that made it so
+  // Terms of lower order were dropped on the way (a sum's smaller side, a
+  // Taylor or first-order expansion's rest): the expression is not its lead.
+  // (Scalars replaced by their limits drop nothing.)
+  bool dropped = false;
   bool zero() const { return std::isinf(order) && order < 0; }
 };
 

@@ -371,7 +371,7 @@ class ZCalculus {
     Lead l = lead(in, carried);
     Expr e = l.e;
     s_.order[in.out] = l.order;
-    s_.has_lower[in.out] = !same(l.e, in.expr);
+    s_.has_lower[in.out] = l.dropped;
     // A vector whose leading term is 0 without being 0 to every order (e.g.
     // avg(v) * v): like a fluctuation-scale scalar, its later uses see a value
     // 0 of unknown sign (OrderAnalysis::variable), so step/sign of it is refused.
