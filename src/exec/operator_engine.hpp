@@ -63,6 +63,8 @@ class OperatorEngine {
   std::map<int, std::shared_ptr<Factor>> factors_;  // dense factors of inverses
 
   const Eigen::ArrayXd& diagonal(int node);
+  Eigen::MatrixXd columns(int node, std::int64_t c0, std::int64_t w);
+  double panel_trace(int node, std::int64_t c0, std::int64_t w);
   double factor(int node) const;
   Eigen::MatrixXd solve(int node, const Eigen::MatrixXd& B);
   Eigen::MatrixXd conjugate_gradients(int a, const Eigen::MatrixXd& B);

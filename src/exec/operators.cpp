@@ -196,18 +196,69 @@ void OperatorEngine::check_residual(int a, const Eigen::MatrixXd& X, const Eigen
   fail(at_, m.str(), "add a ridge (+ lam * I) or check the operator's rank: X.T @ X is singular when X has fewer rows");
 }
 
+// node @ [e_c0 .. e_c0+w-1]: a matrix's columns are read, not multiplied by
+// the identity, and a product starts from its last factor's columns.
+Eigen::MatrixXd OperatorEngine::columns(int node, std::int64_t c0, std::int64_t w) {
+  const ir::OpNode& n = in_.program->op_nodes[node];
+  switch (n.kind) {
+    case ir::OpKind::Matrix: {
+      const Eigen::MatrixXd& W = in_.matrix(n.matrix);
+      return n.transposed ? Eigen::MatrixXd(W.middleRows(c0, w).transpose()) : Eigen::MatrixXd(W.middleCols(c0, w));
+    }
+    case ir::OpKind::Product: {
+      Eigen::MatrixXd Y = columns(n.args.back(), c0, w);
+      for (std::size_t i = n.args.size() - 1; i-- > 0;) Y = apply(n.args[i], Y);
+      return Y;
+    }
+    default: {
+      Eigen::MatrixXd E = Eigen::MatrixXd::Zero(cols(node), w);
+      for (std::int64_t j = 0; j < w; ++j) E(c0 + j, j) = 1;
+      return apply(node, E);
+    }
+  }
+}
+
+// Tr of node's diagonal block c0..c0+w-1. Linear over sums and scalings; a
+// product A B ... whose first factor is a matrix or a diagonal takes the
+// block's rows of A against the columns of B ... (tr(A Y) = sum A o Y^T), so
+// that A is never multiplied: tr(W @ W.T) costs O(n^2), not O(n^3).
+double OperatorEngine::panel_trace(int node, std::int64_t c0, std::int64_t w) {
+  const ir::OpNode& n = in_.program->op_nodes[node];
+  if (n.kind == ir::OpKind::Scale) return factor(node) * panel_trace(n.args[0], c0, w);
+  if (n.kind == ir::OpKind::Sum) {
+    double s = 0;
+    for (int a : n.args) s += panel_trace(a, c0, w);
+    return s;
+  }
+  int first = n.kind == ir::OpKind::Product && n.args.size() > 1 ? n.args[0] : -1;
+  const ir::OpNode* f = first >= 0 ? &in_.program->op_nodes[first] : nullptr;
+  if (f && (f->kind == ir::OpKind::Matrix || f->kind == ir::OpKind::Diag)) {
+    // Y = (the product without its first factor) @ the identity's columns.
+    Eigen::MatrixXd Y = columns(n.args.back(), c0, w);
+    for (std::size_t i = n.args.size() - 1; i-- > 1;) Y = apply(n.args[i], Y);
+    if (f->kind == ir::OpKind::Diag) {
+      const Eigen::ArrayXd& g = diagonal(first);
+      double s = 0;
+      for (std::int64_t j = 0; j < w; ++j) s += g(c0 + j) * Y(c0 + j, j);
+      return s;
+    }
+    const Eigen::MatrixXd& W = in_.matrix(f->matrix);
+    // rows c0.. of W (or of W^T: columns c0.. of W) against Y's columns
+    if (f->transposed) return (W.middleCols(c0, w).array() * Y.array()).sum();
+    return (W.middleRows(c0, w).array() * Y.transpose().array()).sum();
+  }
+  Eigen::MatrixXd Y = columns(node, c0, w);
+  double s = 0;
+  for (std::int64_t j = 0; j < w; ++j) s += Y(c0 + j, j);
+  return s;
+}
+
 TraceEstimate OperatorEngine::trace(int node) {
   const std::int64_t d = rows(node);
   TraceEstimate t;
   if (d <= kDenseMax) {
     double sum = 0;
-    for (std::int64_t c0 = 0; c0 < d; c0 += kPanel) {
-      std::int64_t w = std::min<std::int64_t>(kPanel, d - c0);
-      Eigen::MatrixXd E = Eigen::MatrixXd::Zero(d, w);
-      for (std::int64_t j = 0; j < w; ++j) E(c0 + j, j) = 1;
-      Eigen::MatrixXd Y = apply(node, E);
-      for (std::int64_t j = 0; j < w; ++j) sum += Y(c0 + j, j);
-    }
+    for (std::int64_t c0 = 0; c0 < d; c0 += kPanel) sum += panel_trace(node, c0, std::min<std::int64_t>(kPanel, d - c0));
     t.value = sum / double(d);
     return t;
   }

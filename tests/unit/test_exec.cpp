@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <vector>
 
@@ -192,5 +193,53 @@ TEST_CASE("converge: verdicts and slopes on a program with a known limit") {
     CHECK(s.verdict.rfind("converging", 0) == 0);
     CHECK(std::abs(s.slope + 0.5) <= 0.25);  // within [-0.75, -0.25]
     CHECK(s.rows.back().error <= 4 * s.rows.back().sem);
+  }
+}
+
+TEST_CASE("exact normalized traces: every route through a product gives the same number") {
+  // The exact trace reads a product's first factor (a matrix or a diagonal)
+  // row-block by row-block against the rest's columns instead of multiplying
+  // by it; other operators are applied to identity panels. tr(A B) = tr(B A),
+  // tr(I @ S) = tr(S) and (1/m) Tr(X X^T) = (n/m) (1/n) Tr(X^T X) send the same
+  // matrices through different routes, which must agree to rounding. Width 300
+  // is not a multiple of the 256-column panel.
+  auto p = prog(R"(width m = 0.5 n
+matrix W : gaussian(var=1)
+matrix X[m, n] : gaussian(var=1)
+vector h : gaussian(var=1)
+operator D = diag(tanh'(h))
+report a1 = tr(W @ W.T)
+report a2 = tr(I @ W @ W.T)
+report a3 = tr(W.T @ W)
+report b1 = tr(D @ W @ W.T)
+report b2 = tr(W.T @ D @ W)
+report b3 = tr(I @ W.T @ D @ W)
+report c1 = tr(0.5 * (W + W.T) + 2 * I)
+report c2 = tr(I @ W) + 2
+report d1 = tr(X @ X.T)
+report d2 = tr(X.T @ X)
+report d3 = tr(I @ X @ X.T)
+)");
+  exec::Options o;
+  o.width = 300;
+  o.seeds = 2;
+  o.seed = 11;
+  auto r = exec::run(p, o);
+  std::map<std::string, std::vector<double>> v;
+  for (const auto& q : r.quantities) v[q.name] = q.per_seed;
+  for (int s = 0; s < 2; ++s) {
+    CAPTURE(s);
+    auto same = [&](const std::string& x, const std::string& y, double scale) {
+      INFO(x << " = " << v[x][s] << ", " << y << " = " << v[y][s]);
+      CHECK(std::abs(v[x][s] - scale * v[y][s]) <= 1e-12 * std::abs(v[x][s]));
+    };
+    same("a1", "a2", 1);
+    same("a1", "a3", 1);
+    same("b1", "b2", 1);
+    same("b1", "b3", 1);
+    same("c1", "c2", 1);
+    same("d1", "d2", 2);  // (1/150) Tr X X^T = 2 (1/300) Tr X^T X
+    same("d1", "d3", 1);
+    CHECK(std::abs(v["a1"][s] - 1) < 0.2);  // E (1/n) Tr W W^T = 1 at var 1
   }
 }
