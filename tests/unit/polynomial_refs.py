@@ -13,7 +13,13 @@
 #    Lanczos from a vector independent of H converges to the Jacobi matrix of
 #    the spectral law, whose coefficients follow from the moments by
 #    Chebyshev's algorithm (Gautschi, "Orthogonal polynomials", 2.1.7).
-# 2. E[tanh(g0 + g3 / 2) g1^3 g2^2 + cos(g3) g1^2 g2], g ~ N(0, S) (S below):
+# 2. programs/spectra/tanh_jacobian.tp (depth 3, sigma_w^2 = 1.5): m[k] = avg(v * S^k v)
+#    with S = J J^T, the k-th moment of S's limit law. The layers' W W^T (1.5 times
+#    Marchenko-Pastur of ratio 1) and D_l^2 = diag(sech(h_l)^4) are asymptotically
+#    free, so S's S-transform is the product of theirs (Voiculescu); each S-transform
+#    to second order from three moments, by series inversion (sympy), with
+#    Var h_1 = 1.5 and Var h_(l+1) = 1.5 E tanh(h_l)^2 (mpmath).
+# 3. E[tanh(g0 + g3 / 2) g1^3 g2^2 + cos(g3) g1^2 g2], g ~ N(0, S) (S below):
 #    conditioned on (g0, g3), (g1, g2) is Gaussian; its moments come from the
 #    moment generating function differentiated by sympy, and the outer 2-d
 #    integral is scipy's dblquad.
@@ -60,6 +66,38 @@ def hessian_lanczos(K=10):
         print(f"hessian lanczos: alpha[{k}] = {mp.nstr(alpha[k - 1], 17)}  beta[{k}] = {mp.nstr(mp.sqrt(beta[k]), 17)}")
 
 
+def tanh_jacobian_moments(L=3, SW=mp.mpf("1.5")):
+    def gauss(f, q):
+        return mp.quad(lambda x: f(mp.sqrt(q) * x) * mp.exp(-x * x / 2) / mp.sqrt(2 * mp.pi),
+                       [-mp.inf, -4, 0, 4, mp.inf])
+
+    q = [SW]
+    for _ in range(L - 1):
+        q.append(SW * gauss(lambda x: mp.tanh(x) ** 2, q[-1]))
+    w, z, a1, a2, a3 = sp.symbols("w z a1 a2 a3")
+
+    def truncate(e, order):
+        return sp.expand(sp.series(e, w, 0, order).removeO())
+
+    def s_transform(m):  # from moments m1..m3: chi = psi^{-1}, S = chi (1 + w) / w
+        m1, m2, m3 = [sp.Float(str(x), 30) for x in m]
+        chi = w / m1 - m2 * w ** 2 / m1 ** 3 + (2 * m2 ** 2 - m1 * m3) * w ** 3 / m1 ** 5
+        return truncate(chi * (1 + w) / w, 3)
+
+    S = sp.Integer(1)
+    for l in range(L):
+        S = truncate(S * s_transform([gauss(lambda x: mp.sech(x) ** (4 * k), q[l]) for k in (1, 2, 3)]), 3)
+        S = truncate(S * s_transform([SW, 2 * SW ** 2, 5 * SW ** 3]), 3)
+    chi = truncate(S * w / (1 + w), 4)
+    # psi = a1 z + a2 z^2 + a3 z^3 with chi(psi(z)) = z, order by order
+    c = sp.Poly(sp.series(sp.expand(chi.subs(w, a1 * z + a2 * z ** 2 + a3 * z ** 3)), z, 0, 4).removeO(), z)
+    c = c.all_coeffs()[::-1]
+    m1 = sp.solve(sp.Eq(c[1], 1), a1)[0]
+    m2 = sp.solve(sp.Eq(c[2].subs(a1, m1), 0), a2)[0]
+    m3 = sp.solve(sp.Eq(c[3].subs({a1: m1, a2: m2}), 0), a3)[0]
+    print("tanh jacobian: m[1..3] =", *(sp.N(x, 17) for x in (m1, m2, m3)))
+
+
 def correlated_polynomial():
     S = np.array([[1.0, 0.3, -0.2, 0.1],
                   [0.3, 1.5, 0.4, -0.3],
@@ -86,4 +124,5 @@ def correlated_polynomial():
 
 
 hessian_lanczos()
+tanh_jacobian_moments()
 correlated_polynomial()
