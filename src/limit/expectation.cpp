@@ -663,17 +663,21 @@ class Engine {
       M *= std::pow(double(order.back()), rc);
     }
     // Every outer node costs M evaluations. The outer rules take up to ~2^14
-    // nodes in 1-d, 2^17 in 2-d, 2^18 in 3-d, 2^19 in 4-d and 2^22 in 5-6-d
-    // (tensor rules, QMC checks), more where adaptive rules split at kinks
+    // nodes in 1-d and 2^17 in 2-d, more where adaptive rules split at kinks
     // (pointwise, 10^4-10^6 nodes): the split is made where M times that stays
-    // within ~2^24-2^26 evaluations; other integrands keep the rules of their
-    // full dimension.
+    // within ~2^26 evaluations. From 3 outer dimensions on, the outer rules
+    // (tensor orders up to 60, sparse grids, QMC checks) cost seconds per
+    // integral even at M = 2, where the full-dimensional rules often answer
+    // in a tenth of that: those integrands keep the rules of their full
+    // dimension. (Measured on the calibration suite: a 3-d outer rule made
+    // 4-d and 5-d cases 30-40x slower.)
     bool kinked = any_node(F, [](const Expr& e) { return non_smooth_at_zero(e.get()); });
-    static constexpr double smooth_most[] = {1 << 22, 1 << 12, 1 << 9, 1 << 6, 1 << 4, 2};
-    static constexpr double kinked_most[] = {1 << 22, 1 << 8, 1 << 3, 2, 0, 0};
+    static constexpr double smooth_most[] = {1 << 22, 1 << 12, 1 << 9};
+    static constexpr double kinked_most[] = {1 << 22, 1 << 8, 1 << 3};
+    if (rN > 2) return "";
     // (Through a pointer: g++ 12 indexes `(c ? a : b)[i]` of constexpr arrays wrongly.)
     const double* table = kinked ? kinked_most : smooth_most;
-    double most = table[std::min(rN, 5)];
+    double most = table[rN];
     if (most_order > 40 || M > most || M * m > double(1 << 24)) return "";
     // The product rule over the groups' subspaces, as each atom's shift.
     long count = (long)M;
