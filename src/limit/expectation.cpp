@@ -569,21 +569,23 @@ class Engine {
       return [this, &LL](const std::vector<Eigen::ArrayXd>& xi) { return values(atoms_at(LL, xi, xi[0].size())); };
     }
     quad::Integrand pointwise() const {
-      if (weight.size() > 0)
-        return [this](const double* x) {
-          std::vector<Eigen::ArrayXd> xi(r);
-          for (int j = 0; j < r; ++j) xi[j] = Eigen::ArrayXd::Constant(1, x[j]);
-          return values(atoms_at(L, xi, 1))(0);
-        };
       return [this](const double* xi) {
-        thread_local std::vector<double> work, atom;
-        atom.resize(m);
+        thread_local std::vector<double> work, base, atom;
+        base.resize(m);
         for (int i = 0; i < m; ++i) {
           double s = mean(i);
           for (int j = 0; j < r; ++j) s += L(i, j) * xi[j];
-          atom[i] = s;
+          base[i] = s;
         }
-        return tape.eval(atom.data(), work);
+        if (weight.size() == 0) return tape.eval(base.data(), work);
+        // (The adaptive rules call this millions of times: no allocation per call.)
+        atom.resize(m);
+        double sum = 0;
+        for (Eigen::Index k = 0; k < weight.size(); ++k) {
+          for (int i = 0; i < m; ++i) atom[i] = base[i] + atom_inner(i, k);
+          sum += weight(k) * tape.eval(atom.data(), work);
+        }
+        return sum;
       };
     }
   };
@@ -662,22 +664,18 @@ class Engine {
       most_order = std::max(most_order, order.back());
       M *= std::pow(double(order.back()), rc);
     }
-    // Every outer node costs M evaluations. The outer rules take up to ~2^14
-    // nodes in 1-d and 2^17 in 2-d, more where adaptive rules split at kinks
-    // (pointwise, 10^4-10^6 nodes): the split is made where M times that stays
-    // within ~2^26 evaluations. From 3 outer dimensions on, the outer rules
-    // (tensor orders up to 60, sparse grids, QMC checks) cost seconds per
-    // integral even at M = 2, where the full-dimensional rules often answer
-    // in a tenth of that: those integrands keep the rules of their full
-    // dimension. (Measured on the calibration suite: a 3-d outer rule made
-    // 4-d and 5-d cases 30-40x slower.)
+    // Every outer node costs M evaluations. In 1-d the outer rules take up to
+    // ~2^14 nodes (more where an adaptive rule splits at kinks, pointwise), and
+    // the split is made where M times that stays within ~2^26 evaluations.
+    // From 2 outer dimensions on, the outer rules cost too much at any M > 1:
+    // a 2-d outer rule that falls back to nested Gauss-Kronrod (millions of
+    // nodes) doubled `netsor limit programs/ntk_mlp_train.tp` (17 s -> 33 s of
+    // CPU), and 3-d outer rules made 4-5-d calibration cases 30-40x slower,
+    // where the full-dimensional rules answer in a tenth of a second. Those
+    // integrands keep the rules of their full dimension.
     bool kinked = any_node(F, [](const Expr& e) { return non_smooth_at_zero(e.get()); });
-    static constexpr double smooth_most[] = {1 << 22, 1 << 12, 1 << 9};
-    static constexpr double kinked_most[] = {1 << 22, 1 << 8, 1 << 3};
-    if (rN > 2) return "";
-    // (Through a pointer: g++ 12 indexes `(c ? a : b)[i]` of constexpr arrays wrongly.)
-    const double* table = kinked ? kinked_most : smooth_most;
-    double most = table[rN];
+    if (rN > 1) return "";
+    double most = rN == 0 ? double(1 << 22) : kinked ? double(1 << 8) : double(1 << 12);
     if (most_order > 40 || M > most || M * m > double(1 << 24)) return "";
     // The product rule over the groups' subspaces, as each atom's shift.
     long count = (long)M;
