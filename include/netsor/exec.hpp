@@ -24,6 +24,9 @@ struct Options {
   // Called (from the seed's thread) after each seed of a program with `spectrum`
   // statements ran, with that seed's operators: netsor spectrum.
   std::function<void(int seed, OperatorEngine& ops)> on_operators;
+  // With on_operators: the bytes netsor spectrum needs for a spectrum operator
+  // of dimension d beyond its matrices, and whether it forms it densely.
+  std::function<std::pair<double, bool>(std::int64_t d)> spectrum_work;
 };
 
 struct QuantityStats {
@@ -41,11 +44,13 @@ struct RunResult {
   std::vector<QuantityStats> quantities;  // the program's reports, in order
   std::size_t peak_bytes = 0;             // per concurrently running seed
   int concurrent = 1;
+  int streamed_matrices = 0;              // operators' matrices generated at every application (memory)
 };
 
 // Peak memory of one seed at this width (matrices live from first to last use,
-// vectors likewise), computed from the schedule without allocating anything.
-std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32);
+// vectors likewise), computed from the schedule without allocating anything,
+// after streaming what run() streams to fit within `limit` (0: the default).
+std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32, std::size_t limit = 0);
 std::size_t default_memory_limit();
 
 // Runs the program; throws ProgramError if one seed does not fit in the

@@ -40,6 +40,7 @@ struct SpectrumStats {
 struct SpectrumResult {
   std::int64_t width = 0;
   int seeds = 0;
+  int streamed_matrices = 0;           // generated at every application to fit in memory (RunResult)
   std::vector<SpectrumStats> spectra;  // in program order
 };
 

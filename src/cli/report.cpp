@@ -147,6 +147,7 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
   for (const auto& F : r.families) {
     o << (latex ? "% " : "  ") << F.name
       << (F.matrix >= 0 ? "  (Zhat of products by " + F.name + ", Cov = " + num(F.scale, 6) + " E[Z Z'])"
+          : F.applied   ? "  (Zhat of rotation-invariant operators T applied to vectors u, Cov = (tr(T T'^T) - c c') E[Z^u Z^u'])"
                         : "  (initial vectors)")
       << ": ";
     for (std::size_t i = 0; i < F.leaves.size(); ++i) o << (i ? ", " : "") << nm.leaf(F.leaves[i]);
@@ -164,7 +165,7 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
     const auto& in = p.instrs[p.vars[z.var].def];
     std::string lhs = zname(z.var);
     std::string rhs;
-    if (in.op == ir::Op::MatMul) {
+    if (in.op == ir::Op::MatMul || in.op == ir::Op::Apply) {
       rhs = nm.leaf(z.zhat);
       for (const auto& t : z.zdot) rhs += " + " + num(t.coef, 10) + (latex ? " \\, " : " ") + zname(r.leaves[t.leaf].arg);
     } else if (in.op == ir::Op::Init) {
@@ -176,6 +177,10 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
     }
     if (latex) o << lhs << " &= " << rhs << " \\\\\n";
     else o << "  " << lhs << " = " << rhs << "\n";
+    if (in.op == ir::Op::Apply)
+      for (const auto& t : z.zdot)
+        o << (latex ? "% " : "      ") << "c = tr(" << ir::op_text(p, in.op_node) << ") = " << num(t.expectation, 12)
+          << " ± " << err(t.abs_error) << "  [" << r.methods[t.method] << "]\n";
     if (in.op == ir::Op::MatMul) {
       const auto& fam = r.families[r.leaves[z.zhat].family];
       for (const auto& t : z.zdot) {
@@ -261,6 +266,7 @@ std::string run_table(const std::string& file, const exec::RunResult& r) {
   std::size_t w = 8;
   for (const auto& q : r.quantities) w = std::max(w, q.name.size());
   o << file << ": width " << r.width << ", " << r.seeds << " seed" << (r.seeds == 1 ? "" : "s") << "\n";
+  o << streamed_note(r.streamed_matrices);
   o << "  " << std::left << std::setw(w) << "quantity" << "  " << std::setw(22) << "mean" << "  " << std::setw(9)
     << "sem" << "  sd over seeds\n";
   for (const auto& q : r.quantities)
@@ -279,8 +285,15 @@ void keep_reports(ir::Program& p, const std::vector<std::string>& only) {
   std::erase_if(p.reports, [&](const ir::Report& r) { return std::find(only.begin(), only.end(), r.name) == only.end(); });
 }
 
+std::string streamed_note(int matrices) {
+  if (matrices == 0) return "";
+  return "  note: " + std::to_string(matrices) + " matri" + (matrices == 1 ? "x" : "ces") +
+         " generated again at every use instead of stored, to fit in the memory limit (--memory)\n";
+}
+
 nlohmann::json run_json(const exec::RunResult& r) {
-  nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"quantities", nlohmann::json::object()}};
+  nlohmann::json j{{"width", r.width}, {"seeds", r.seeds}, {"streamed_matrices", r.streamed_matrices},
+                   {"quantities", nlohmann::json::object()}};
   for (const auto& q : r.quantities)
     j["quantities"][q.name] = {{"mean", q.mean}, {"sem", q.sem}, {"sd", q.sd}, {"per_seed", q.per_seed}};
   return j;

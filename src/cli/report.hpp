@@ -23,6 +23,8 @@ std::string derive_text(const ir::Program& p, const limit::Result& r, bool latex
 nlohmann::json derive_json(const ir::Program& p, const limit::Result& r);
 std::string run_table(const std::string& file, const exec::RunResult& r);
 nlohmann::json run_json(const exec::RunResult& r);
+// A note line when matrices were streamed to fit in memory (empty otherwise).
+std::string streamed_note(int matrices);
 std::string converge_table(const std::string& file, const exec::ConvergeResult& r);
 std::string converge_csv(const exec::ConvergeResult& r);
 nlohmann::json converge_json(const exec::ConvergeResult& r);

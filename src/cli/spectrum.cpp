@@ -133,6 +133,7 @@ int spectrum_command(const ir::Program& p, const std::string& file, exec::Option
 std::string spectrum_table(const std::string& file, const exec::SpectrumResult& r) {
   std::ostringstream o;
   o << file << ": width " << r.width << ", " << r.seeds << " seed" << (r.seeds == 1 ? "" : "s") << "\n";
+  o << streamed_note(r.streamed_matrices);
   o << std::setprecision(8);
   for (const auto& s : r.spectra) {
     o << "spectrum " << s.name << "  (dim " << s.dim << ", " << s.method << ")\n";
@@ -228,7 +229,7 @@ nlohmann::json limit_spectrum_json(const limit::SpectrumLimit& l) {
 
 nlohmann::json spectrum_json(const exec::SpectrumResult& r, bool eigenvalues) {
   using nlohmann::json;
-  json j{{"width", r.width}, {"seeds", r.seeds}, {"spectra", json::object()}};
+  json j{{"width", r.width}, {"seeds", r.seeds}, {"streamed_matrices", r.streamed_matrices}, {"spectra", json::object()}};
   for (const auto& s : r.spectra) {
     json js{{"dim", s.dim}, {"method", s.method}, {"min", s.min}, {"max", s.max}, {"near_zero", s.near_zero}};
     js["moments"] = json::array();

@@ -104,7 +104,7 @@ ConvergeResult converge(const ir::Program& p, const ConvergeOptions& o) {
   for (const auto& q : lim.quantities) res.series.push_back({q.name, q.estimate, {}, 0, 0, ""});
   std::size_t limit_bytes = o.run.memory_limit ? o.run.memory_limit : default_memory_limit();
   for (auto w : o.widths) {
-    std::size_t need = peak_bytes(p, w, o.run.float32);
+    std::size_t need = peak_bytes(p, w, o.run.float32, limit_bytes);
     if (need > limit_bytes) {
       res.notes.push_back("width " + std::to_string(w) + " skipped: it needs " + std::to_string(need) +
                           " bytes per seed, over the memory limit of " + std::to_string(limit_bytes));

@@ -25,12 +25,14 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <type_traits>
 
 #include "netsor/operators.hpp"
 #include "netsor/tape.hpp"
+#include "blas.hpp"
 #include "operator_engine.hpp"
 #include "random.hpp"
 
@@ -105,9 +107,16 @@ struct Schedule {
   std::map<VarId, int> groups_using;                 // batched products per matrix
   // A Gaussian matrix used by a single batched product is never stored: it is
   // generated a block of columns at a time and multiplied in (streamed).
+  // So is one in `forced`: chosen by run() only when storing it would not fit
+  // in memory (each product and operator application then generates it again).
   bool streamed(const ir::Program& p, VarId m) const {
-    return groups_using.at(m) == 1 && p.matrix_of(m).dist == ir::MatrixDist::Gaussian;
+    if (p.matrix_of(m).dist != ir::MatrixDist::Gaussian) return false;
+    auto g = groups_using.find(m);
+    return forced.count(m) || (g != groups_using.end() && g->second == 1);
   }
+  std::set<VarId> forced;
+  // netsor spectrum's work after the program: see Options::spectrum_work.
+  std::function<std::pair<double, bool>(std::int64_t)> spectrum_work;
 };
 
 std::vector<VarId> operands(const ir::Program& p, const ir::Instr& in) {
@@ -192,6 +201,14 @@ double peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32
     for (const auto& e : pool) b += e.second;
     return b;
   };
+  // An operator's stored matrices stay with the seed's operators from their
+  // first use to the seed's end (in double, whatever the precision).
+  std::set<VarId> resident;
+  auto hold = [&](int node) {
+    for (VarId m : ir::op_matrices(p, node))
+      if (!s.forced.count(m) && resident.insert(m).second) live += matrix_bytes(p, m, n, false);
+    return double(operator_workspace(p, node, n, s.forced));
+  };
   for (std::size_t lv = 0; lv < s.levels.size(); ++lv) {
     double staging = 0;
     for (const auto& [m, span] : s.matrix_span) {
@@ -223,8 +240,8 @@ double peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32
         staging = std::max(staging, 2 * double(dim_size(p, p.vars[p.instrs[g.instrs[0]].out].rows, n)) *
                                         double(p.families[p.instrs[g.instrs[0]].family].members.size()) * 8);
       } else if (g.op == Op::Apply || g.op == Op::Trace) {
-        // The operator's stored matrices and factors (src/exec/operators.cpp).
-        for (int i : g.instrs) staging = std::max(staging, double(operator_bytes(p, p.instrs[i].op_node, n)));
+        // The operator's stored matrices, factors and blocks (src/exec/operators.cpp).
+        for (int i : g.instrs) staging = std::max(staging, hold(p.instrs[i].op_node));
       } else if (g.op == Op::Nonlin || g.op == Op::Moment) {
         for (int i : g.instrs) {
           double len = 0;
@@ -254,7 +271,41 @@ double peak_of(const ir::Program& p, const Schedule& s, std::int64_t n, bool f32
       if (s.last_use[v] == (int)lv && p.vars[v].def >= 0 && s.level_of[p.vars[v].def] < (int)lv)
         live -= vector_bytes(p, (VarId)v, n);
   }
+  if (s.spectrum_work) {  // after the last level, with what `spectrum` operators read kept alive
+    double staging = 0;
+    for (const auto& sp : p.spectra) staging = std::max(staging, hold(sp.node));
+    for (const auto& sp : p.spectra)
+      staging = std::max(staging, s.spectrum_work(dim_size(p, p.op_nodes[sp.node].rows, n)).first);
+    peak = std::max(peak, live + pooled() + staging);
+  }
   return peak;
+}
+
+// The Gaussian matrices that may be streamed to save memory: those of the
+// program's products and operators, except what an operator forms densely
+// (exact traces, dense inverses, spectra by the dense solver).
+std::vector<VarId> streamable(const ir::Program& p, const Schedule& s, std::int64_t n) {
+  std::vector<int> roots, dense;
+  for (const auto& in : p.instrs)
+    if (in.op == Op::Apply || in.op == Op::Trace) {
+      roots.push_back(in.op_node);
+      if (in.op == Op::Trace && dim_size(p, p.op_nodes[in.op_node].rows, n) <= OperatorEngine::kDenseMax)
+        dense.push_back(in.op_node);
+    }
+  if (s.spectrum_work)
+    for (const auto& sp : p.spectra) {
+      roots.push_back(sp.node);
+      if (s.spectrum_work(dim_size(p, p.op_nodes[sp.node].rows, n)).second) dense.push_back(sp.node);
+    }
+  std::set<VarId> formed = densely_formed(p, roots, dense, n), used;
+  for (int r : roots)
+    for (VarId m : ir::op_matrices(p, r)) used.insert(m);
+  for (const auto& [m, span] : s.matrix_span)
+    if (!s.streamed(p, m)) used.insert(m);
+  std::vector<VarId> out;
+  for (VarId m : used)
+    if (!formed.count(m) && p.matrix_of(m).dist == ir::MatrixDist::Gaussian) out.push_back(m);
+  return out;
 }
 
 // ------------------------------------------------------------ one seed
@@ -420,8 +471,17 @@ class SeedRun {
     if (!ops_)
       ops_ = std::make_unique<OperatorEngine>(OperatorInputs{
           &p_, o_.width, o_.seed, seed_, [this](VarId m) -> const Eigen::MatrixXd& { return matrix(m, matd_); },
-          [this](VarId v) -> const Eigen::ArrayXd& { return vec_[v]; }, [this](VarId v) { return scal_[v]; }});
+          [this](VarId v) -> const Eigen::ArrayXd& { return vec_[v]; }, [this](VarId v) { return scal_[v]; },
+          [this](VarId m, bool t, const Eigen::MatrixXd& X) { return operator_product(m, t, X); }});
     return *ops_;
+  }
+
+  // An operator's W X: streamed if run() chose so for memory, through the
+  // fused thin kernels for a few columns (Lanczos, vectors), BLAS beyond.
+  Eigen::MatrixXd operator_product(VarId m, bool transposed, const Eigen::MatrixXd& X) {
+    const bool stream = s_.forced.count(m) && matd_[m].size() == 0;
+    if (stream || X.cols() <= kThin) return product<double>(m, transposed, X, stream);
+    return blas::gemm(matrix(m, matd_), transposed, X);
   }
 
   void operator_instr(const ir::Instr& in) {
@@ -528,37 +588,40 @@ class SeedRun {
   // column by column into the thin kernels, or a panel of columns at a time
   // for more than kThin vectors: the same numbers as a stored W.
   template <class T>
-  Eigen::MatrixXd product(const Group& g, const Eigen::MatrixXd& X) {
+  Eigen::MatrixXd product(VarId m, bool transposed, const Eigen::MatrixXd& X, bool stream) {
     const Mat<T> Xs = X.cast<T>();
     const bool thin = X.cols() <= kThin;
-    if (!s_.streamed(p_, g.matrix)) {
-      const Mat<T>& M = matrix(g.matrix, stored<T>());
+    if (!stream) {
+      const Mat<T>& M = matrix(m, stored<T>());
       auto col = [&](std::int64_t c, std::int64_t r0, std::int64_t, T*) { return &M(r0, c); };
       if (thin)
-        return (g.transposed ? thin_product_t<T>(M.cols(), T(1), Xs, threads_, col)
+        return (transposed ? thin_product_t<T>(M.cols(), T(1), Xs, threads_, col)
                              : thin_product<T>(M.rows(), T(1), Xs, threads_, col))
             .template cast<double>();
-      return (g.transposed ? Mat<T>(M.transpose() * Xs) : Mat<T>(M * Xs)).template cast<double>();
+      return (transposed ? Mat<T>(M.transpose() * Xs) : Mat<T>(M * Xs)).template cast<double>();
     }
-    const ir::Var& W = p_.vars[g.matrix];
+    const ir::Var& W = p_.vars[m];
     const std::int64_t rows = size(W.rows), cols = size(W.cols);
-    const std::uint64_t key = matrix_key(g.matrix);
-    const T scale = T(std::sqrt(p_.matrix_of(g.matrix).variance / double(cols)));
+    const std::uint64_t key = matrix_key(m);
+    const T scale = T(std::sqrt(p_.matrix_of(m).variance / double(cols)));
+    // Entries scaled as a stored W's are (matrix()), so that the thin
+    // kernels give a stored W's numbers bit for bit.
     auto col = [&](std::int64_t c, std::int64_t r0, std::int64_t len, T* buf) {
       normals(key, std::uint64_t(c), r0, len, buf);
+      for (std::int64_t r = 0; r < len; ++r) buf[r] *= scale;
       return static_cast<const T*>(buf);
     };
     if (thin)
-      return (g.transposed ? thin_product_t<T>(cols, scale, Xs, threads_, col)
-                           : thin_product<T>(rows, scale, Xs, threads_, col))
+      return (transposed ? thin_product_t<T>(cols, T(1), Xs, threads_, col)
+                         : thin_product<T>(rows, T(1), Xs, threads_, col))
           .template cast<double>();
-    Mat<T> Y = Mat<T>::Zero(g.transposed ? cols : rows, X.cols()), panel;
+    Mat<T> Y = Mat<T>::Zero(transposed ? cols : rows, X.cols()), panel;
     for (std::int64_t c0 = 0; c0 < cols; c0 += kPanel) {
       std::int64_t w = std::min<std::int64_t>(kPanel, cols - c0);
       panel.resize(rows, w);
       fill_normal(panel, key, threads_, c0);
       panel *= scale;
-      if (g.transposed) Y.middleRows(c0, w).noalias() = panel.transpose() * Xs;
+      if (transposed) Y.middleRows(c0, w).noalias() = panel.transpose() * Xs;
       else Y.noalias() += panel * Xs.middleRows(c0, w);
     }
     return Y.template cast<double>();
@@ -569,7 +632,9 @@ class SeedRun {
     std::int64_t in_dim = size(g.transposed ? W.rows : W.cols);
     Eigen::MatrixXd X(in_dim, (Eigen::Index)g.instrs.size());
     for (std::size_t j = 0; j < g.instrs.size(); ++j) X.col(j) = vec_[p_.instrs[g.instrs[j]].arg].matrix();
-    Eigen::MatrixXd Y = o_.float32 ? product<float>(g, X) : product<double>(g, X);
+    const bool stream = s_.streamed(p_, g.matrix);
+    Eigen::MatrixXd Y = o_.float32 ? product<float>(g.matrix, g.transposed, X, stream)
+                                   : product<double>(g.matrix, g.transposed, X, stream);
     for (std::size_t j = 0; j < g.instrs.size(); ++j) vec_[p_.instrs[g.instrs[j]].out] = Y.col(j).array();
   }
 
@@ -620,36 +685,66 @@ std::size_t default_memory_limit() {
 
 namespace {
 std::size_t to_bytes(double b) { return b >= 18446744073709551615.0 ? SIZE_MAX : std::size_t(b); }
+
+// The peak of one seed, after streaming Gaussian matrices, largest first,
+// until it fits within `limit`: each product or application then generates
+// its matrix again (the same entries), trading normals for memory.
+double plan_memory(const ir::Program& p, Schedule& s, std::int64_t width, bool float32, std::size_t limit) {
+  double peak = peak_of(p, s, width, float32);
+  if (peak <= double(limit)) return peak;
+  std::vector<VarId> cand = streamable(p, s, width);
+  std::stable_sort(cand.begin(), cand.end(), [&](VarId a, VarId b) {
+    return matrix_bytes(p, a, width, false) > matrix_bytes(p, b, width, false);
+  });
+  for (VarId m : cand) {
+    s.forced.insert(m);
+    peak = peak_of(p, s, width, float32);
+    if (peak <= double(limit)) break;
+  }
+  return peak;
+}
+
 }  // namespace
 
-std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32) {
+std::size_t peak_bytes(const ir::Program& p, std::int64_t width, bool float32, std::size_t limit) {
   check_dims(p, width);
-  return to_bytes(peak_of(p, make_schedule(p), width, float32));
+  Schedule s = make_schedule(p);
+  return to_bytes(plan_memory(p, s, width, float32, limit ? limit : default_memory_limit()));
 }
 
 RunResult run(const ir::Program& p, const Options& o) {
   Schedule s = make_schedule(p);
+  if (o.on_operators) s.spectrum_work = o.spectrum_work;
   RunResult res;
   res.width = o.width;
   res.seeds = o.seeds;
   check_dims(p, o.width);
-  double peak = peak_of(p, s, o.width, o.float32);
-  for (const auto& sp : p.spectra) {  // its matrices, and a dense form with its eigensolver's workspace
-    double d = double(dim_size(p, p.op_nodes[sp.node].rows, o.width));
-    peak += double(operator_bytes(p, sp.node, o.width)) + (d <= OperatorEngine::kDenseMax ? 3 * d * d * 8 : 0);
-  }
-  res.peak_bytes = to_bytes(peak);
   std::size_t limit = o.memory_limit ? o.memory_limit : default_memory_limit();
+  const double stored = peak_of(p, s, o.width, o.float32);
+  double peak = plan_memory(p, s, o.width, o.float32, limit);
+  res.peak_bytes = to_bytes(peak);
+  res.streamed_matrices = int(s.forced.size());
   if (peak > double(limit)) {
     Diagnostic d;
     if (!p.vars.empty()) d.loc.file = p.vars[0].loc.file;
     std::ostringstream m;
-    m << "width " << o.width << " needs " << std::fixed;
-    m.precision(0);
-    m << peak << " bytes (";
-    m.precision(1);
-    m << peak / double(1ull << 30) << " GiB) for one seed; the memory limit is " << limit
-      << " bytes (" << double(limit) / double(1ull << 30) << " GiB)";
+    auto bytes = [&](double b) {
+      m << std::fixed;
+      m.precision(0);
+      m << b << " bytes (";
+      m.precision(1);
+      m << b / double(1ull << 30) << " GiB)";
+    };
+    m << "width " << o.width << " needs ";
+    bytes(stored);
+    m << " for one seed";
+    if (peak < stored) {
+      m << ", or ";
+      bytes(peak);
+      m << " with " << s.forced.size() << " of its matrices generated at every use instead of stored";
+    }
+    m << "; the memory limit is ";
+    bytes(double(limit));
     d.message = m.str();
     d.hint = "use a smaller --width, --float32 for the matrices, or raise --memory";
     throw ProgramError(d);

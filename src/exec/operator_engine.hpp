@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "netsor/ir.hpp"
 
@@ -22,6 +23,11 @@ struct OperatorInputs {
   std::function<const Eigen::MatrixXd&(ir::VarId)> matrix;
   std::function<const Eigen::ArrayXd&(ir::VarId)> vector;
   std::function<double(ir::VarId)> scalar;
+  // W X (W^T X if t) for the matrix m, if set: the executor's kernels, which
+  // generate a matrix too large to store a panel at a time at every
+  // application, with the same entries a stored one has. Dense forms and
+  // exact traces read `matrix` whatever this does.
+  std::function<Eigen::MatrixXd(ir::VarId, bool, const Eigen::MatrixXd&)> product;
 };
 
 // The size of a dimension at base width n (executor.cpp).
@@ -29,16 +35,18 @@ std::int64_t dim_size(const ir::Program& p, const ir::Dim& d, std::int64_t n);
 
 struct TraceEstimate {
   double value = 0;
-  double sem = 0;  // of the Hutchinson estimate; 0 when exact
-  int probes = 0;  // 0: exact, from the diagonal
+  double sem = 0;  // of the Hutch++ estimate; 0 when exact
+  int matvecs = 0;  // operator applications to vectors: 0 when exact, from the diagonal
 };
 
 class OperatorEngine {
  public:
   // Widths up to this size form inverses and traces densely; beyond, conjugate
-  // gradients and Hutchinson probes.
+  // gradients and Hutch++: a sketch of kSketch columns, whose range's trace
+  // is exact, and kProbes Rademacher probes of the rest.
   static constexpr std::int64_t kDenseMax = 4096;
-  static constexpr int kProbes = 64;
+  static constexpr int kSketch = 16;
+  static constexpr int kProbes = 48;
 
   explicit OperatorEngine(OperatorInputs in) : in_(std::move(in)) {}
 
@@ -71,9 +79,16 @@ class OperatorEngine {
   void check_residual(int a, const Eigen::MatrixXd& X, const Eigen::MatrixXd& B, const char* method);
 };
 
-// Bytes an operator's application needs beyond the program's own vectors: its
-// matrices, and a dense factor for each inverse at widths that form one.
-std::size_t operator_bytes(const ir::Program& p, int node, std::int64_t width);
+// Bytes an operator's application or trace needs beyond the program's
+// vectors and the operator's stored matrices: a dense factor for each inverse
+// at widths that form one, the identity panels or probe blocks of a trace,
+// and the column panels of `streamed` matrices.
+std::size_t operator_workspace(const ir::Program& p, int node, std::int64_t width, const std::set<ir::VarId>& streamed);
+// The matrices that these operators (`roots`) form densely at this width,
+// so that they cannot be streamed: those of `dense_roots` (exact traces,
+// spectra by the dense solver) and of every inverse small enough to factor.
+std::set<ir::VarId> densely_formed(const ir::Program& p, const std::vector<int>& roots, const std::vector<int>& dense_roots,
+                                   std::int64_t width);
 // The vector and scalar variables that operator instructions read.
 std::vector<ir::VarId> operator_operands(const ir::Program& p, const ir::Instr& in);
 

@@ -5,7 +5,9 @@
 // a dense Cholesky (symmetric) or LU factor up to kDenseMax, conjugate
 // gradients beyond; either way its residual is checked. A normalized trace is
 // exact (the diagonal, a panel of identity columns at a time) up to kDenseMax,
-// a Hutchinson estimate with Rademacher probes beyond.
+// a Hutch++ estimate beyond. A Gaussian matrix too large to store is
+// generated a panel at a time at every application (the executor's streamed
+// product), never formed.
 #include "operator_engine.hpp"
 
 #include <cmath>
@@ -21,10 +23,11 @@ namespace netsor::exec {
 
 namespace {
 
-constexpr int kPanel = 256;
-constexpr int kBlasColumns = 16;        // blocks this wide multiply through BLAS             // identity columns per application when forming or tracing
+constexpr int kPanel = 256;             // identity columns per application when forming or tracing
+constexpr int kBlasColumns = 16;        // blocks this wide multiply through BLAS
+constexpr int kStreamPanel = 512;       // columns of a streamed matrix generated at once (executor.cpp)
 constexpr double kResidualTol = 1e-8;   // relative residual an inverse must reach
-constexpr std::uint64_t kProbeObject = 0x50524F4245ull;  // "PROBE": the Hutchinson probes' stream
+constexpr std::uint64_t kProbeObject = 0x50524F4245ull;  // "PROBE": the trace's sketch and probes' stream
 
 [[noreturn]] void fail(const SourceLoc& at, const std::string& msg, const std::string& hint) {
   Diagnostic d;
@@ -84,6 +87,7 @@ Eigen::MatrixXd OperatorEngine::apply(int node, const Eigen::MatrixXd& X) {
   const ir::OpNode& n = in_.program->op_nodes[node];
   switch (n.kind) {
     case ir::OpKind::Matrix: {
+      if (in_.product) return in_.product(n.matrix, n.transposed, X);
       const Eigen::MatrixXd& W = in_.matrix(n.matrix);
       if (X.cols() >= kBlasColumns) return blas::gemm(W, n.transposed, X);
       return n.transposed ? Eigen::MatrixXd(W.transpose() * X) : Eigen::MatrixXd(W * X);
@@ -262,25 +266,87 @@ TraceEstimate OperatorEngine::trace(int node) {
     t.value = sum / double(d);
     return t;
   }
-  // Hutchinson: z^T A z / d with Rademacher z is unbiased for (1/d) Tr A.
-  // Probes keyed by the seed and the operator: the same for any thread count.
-  Eigen::MatrixXd Z(d, kProbes);
+  // Linear over sums and scalings, and exact for I and diagonals: only the
+  // other terms are estimated (their probes independent: keyed by node).
+  const ir::OpNode& n = in_.program->op_nodes[node];
+  switch (n.kind) {
+    case ir::OpKind::Identity: t.value = 1; return t;
+    case ir::OpKind::Diag: t.value = diagonal(node).mean(); return t;
+    case ir::OpKind::Scale: {
+      const double f = factor(node);
+      t = trace(n.args[0]);
+      t.value *= f;
+      t.sem *= std::abs(f);
+      return t;
+    }
+    case ir::OpKind::Sum: {
+      double var = 0;
+      for (int a : n.args) {
+        TraceEstimate c = trace(a);
+        t.value += c.value;
+        var += c.sem * c.sem;
+        t.matvecs += c.matvecs;
+      }
+      t.sem = std::sqrt(var);
+      return t;
+    }
+    default: break;
+  }
+  // Hutch++ (Meyer, Musco, Musco and Woodruff 2021). For any orthonormal Q,
+  // Tr A = Tr(Q^T A Q) + Tr(P A P) with P = I - Q Q^T. Q spans A S for a
+  // Rademacher sketch S, so a low-rank part or a few outlying eigenvalues,
+  // which dominate plain Hutchinson's variance, are traced exactly; the rest
+  // is Hutchinson's (Pz)^T A (Pz) over Rademacher z: unbiased given Q, its
+  // terms independent, so their spread is the standard error. Sketch and
+  // probes are keyed by the seed and the operator: the same for any thread count.
   const std::uint64_t key = stream_key(in_.base_seed, in_.seed_index, kProbeObject ^ std::uint64_t(node));
-  for (Eigen::Index j = 0; j < Z.cols(); ++j) rademacher(key, std::uint64_t(j), d, Z.col(j).data());
-  Eigen::ArrayXd q = (Z.array() * apply(node, Z).array()).colwise().sum().transpose() / double(d);
-  t.value = q.mean();
-  t.sem = std::sqrt((q - t.value).square().sum() / (kProbes - 1) / kProbes);
-  t.probes = kProbes;
+  auto draw = [&](int first, int count) {
+    Eigen::MatrixXd Z(d, count);
+    for (int j = 0; j < count; ++j) rademacher(key, std::uint64_t(first + j), d, Z.col(j).data());
+    return Z;
+  };
+  Eigen::MatrixXd Q = Eigen::HouseholderQR<Eigen::MatrixXd>(apply(node, draw(0, kSketch))).householderQ() *
+                      Eigen::MatrixXd::Identity(d, kSketch);
+  const double head = (Q.array() * apply(node, Q).array()).sum() / double(d);
+  Eigen::MatrixXd G = draw(kSketch, kProbes);
+  G -= Q * (Q.transpose() * G);
+  Eigen::ArrayXd q = (G.array() * apply(node, G).array()).colwise().sum().transpose() / double(d);
+  t.value = head + q.mean();
+  t.sem = std::sqrt((q - q.mean()).square().sum() / (kProbes - 1) / kProbes);
+  t.matvecs = 2 * kSketch + kProbes;
   return t;
 }
 
-std::size_t operator_bytes(const ir::Program& p, int node, std::int64_t width) {
-  std::size_t bytes = 0;
-  for (ir::VarId m : ir::op_matrices(p, node))
-    bytes += std::size_t(dim_size(p, p.vars[m].rows, width)) * std::size_t(dim_size(p, p.vars[m].cols, width)) * 8;
+std::size_t operator_workspace(const ir::Program& p, int node, std::int64_t width, const std::set<ir::VarId>& streamed) {
   std::int64_t d = dim_size(p, p.op_nodes[node].rows, width);
-  if (ir::contains_inverse(p, node) && d <= OperatorEngine::kDenseMax) bytes += 3 * std::size_t(d * d) * 8;
-  return bytes + std::size_t(d) * (kPanel + OperatorEngine::kProbes) * 8 * 2;
+  double bytes = 0, panel = 0;
+  if (ir::contains_inverse(p, node) && d <= OperatorEngine::kDenseMax) bytes += 3 * double(d) * double(d) * 8;
+  for (ir::VarId m : ir::op_matrices(p, node))
+    if (streamed.count(m))
+      panel = std::max(panel, double(dim_size(p, p.vars[m].rows, width)) *
+                                  double(std::min<std::int64_t>(kStreamPanel, dim_size(p, p.vars[m].cols, width))) * 8);
+  // Blocks of identity columns (exact traces) or sketch and probes (Hutch++),
+  // each with its image, and a product's intermediate block.
+  const double block = std::max<double>(kPanel, 2 * OperatorEngine::kSketch + OperatorEngine::kProbes);
+  return std::size_t(bytes + panel + double(d) * block * 8 * 3);
+}
+
+namespace {
+void dense_inverse_matrices(const ir::Program& p, int node, std::int64_t width, std::set<ir::VarId>& out) {
+  const ir::OpNode& n = p.op_nodes[node];
+  if (n.kind == ir::OpKind::Inverse && dim_size(p, p.op_nodes[n.args[0]].rows, width) <= OperatorEngine::kDenseMax)
+    for (ir::VarId m : ir::op_matrices(p, n.args[0])) out.insert(m);
+  for (int a : n.args) dense_inverse_matrices(p, a, width, out);
+}
+}  // namespace
+
+std::set<ir::VarId> densely_formed(const ir::Program& p, const std::vector<int>& roots, const std::vector<int>& dense_roots,
+                                   std::int64_t width) {
+  std::set<ir::VarId> out;
+  for (int r : dense_roots)
+    for (ir::VarId m : ir::op_matrices(p, r)) out.insert(m);
+  for (int r : roots) dense_inverse_matrices(p, r, width, out);
+  return out;
 }
 
 std::vector<ir::VarId> operator_operands(const ir::Program& p, const ir::Instr& in) {

@@ -177,6 +177,13 @@ SpectrumResult spectra(const ir::Program& p, const SpectrumOptions& o) {
   if (p.spectra.empty()) throw UsageError("the program has no `spectrum` statement: nothing to measure");
   std::vector<std::vector<SeedSpectrum>> per(p.spectra.size(), std::vector<SeedSpectrum>(o.run.seeds));
   Options ro = o.run;
+  ro.spectrum_work = [&o](std::int64_t d) -> std::pair<double, bool> {
+    const double n = double(d);
+    if (d <= o.dense_max) return {3 * n * n * 8, true};  // the dense form and dsyevd's workspace
+    // Lanczos: each probe's basis, and the block of probes with its image.
+    const double P = o.lanczos_probes, m = double(std::min<std::int64_t>(o.lanczos_steps, d));
+    return {(P * m + 4 * P) * n * 8, false};
+  };
   ro.on_operators = [&](int seed, OperatorEngine& ops) {
     for (std::size_t k = 0; k < p.spectra.size(); ++k) {
       int node = p.spectra[k].node;
@@ -184,10 +191,11 @@ SpectrumResult spectra(const ir::Program& p, const SpectrumOptions& o) {
       per[k][seed] = ops.rows(node) <= o.dense_max ? dense_spectrum(ops, node) : lanczos_spectrum(ops, node, o);
     }
   };
-  run(p, ro);
+  RunResult rr = run(p, ro);
   SpectrumResult r;
   r.width = o.run.width;
   r.seeds = o.run.seeds;
+  r.streamed_matrices = rr.streamed_matrices;
   for (std::size_t k = 0; k < p.spectra.size(); ++k) {
     std::int64_t dim = dim_size(p, p.op_nodes[p.spectra[k].node].rows, o.run.width);
     r.spectra.push_back(summarize(p.spectra[k].name, dim, per[k], o.bins, o.keep_eigenvalues));

@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <map>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "netsor/converge.hpp"
 #include "netsor/exec.hpp"
 #include "netsor/frontend.hpp"
+#include "netsor/spectrum.hpp"
+#include "../../src/exec/operator_engine.hpp"
 #include "../../src/exec/random.hpp"
 
 using namespace netsor;
@@ -166,18 +169,65 @@ TEST_CASE("float32 agrees with float64 to single precision") {
 }
 
 TEST_CASE("a width that does not fit is refused before allocating, with the bytes it needs") {
-  auto p = file("programs/wigner_moments.tp");  // W is used at every step: stored, n^2 doubles
-  std::size_t need = exec::peak_bytes(p, 1000000, false);
+  // W is used at every step: stored, n^2 doubles; generated again at every
+  // product, a seed needs only its vectors, which at n = 10^6 still exceed 4 MiB.
+  auto p = file("programs/wigner_moments.tp");
+  std::size_t need = exec::peak_bytes(p, 1000000, false, SIZE_MAX);
   CHECK(need >= std::size_t(8) * 1000000 * 1000000);
+  const std::size_t limit = std::size_t(4) << 20;
+  std::size_t streamed = exec::peak_bytes(p, 1000000, false, limit);
+  CHECK(streamed > limit);
+  CHECK(streamed < std::size_t(100) << 20);
   exec::Options o;
   o.width = 1000000;
-  o.memory_limit = std::size_t(24) << 30;
+  o.memory_limit = limit;
   try {
     exec::run(p, o);
     FAIL("expected a refusal");
   } catch (const ProgramError& e) {
     CHECK(e.diagnostic().message.find("needs " + std::to_string(need) + " bytes") != std::string::npos);
+    CHECK(e.diagnostic().message.find("or " + std::to_string(streamed) + " bytes (") != std::string::npos);
+    CHECK(e.diagnostic().message.find("GiB) with 1 of its matrices generated at every use") != std::string::npos);
   }
+}
+
+TEST_CASE("matrices streamed to fit in memory give the same numbers as stored ones") {
+  // Under a memory limit below the stored peak, the largest Gaussian matrices
+  // are generated again at every product and operator application: the same
+  // entries, the same fused kernels, so bit-identical reports and spectra.
+  for (const char* f : {"programs/wigner_moments.tp", "programs/spectra/tanh_jacobian.tp"}) {
+    INFO(f);
+    auto p = file(f);
+    auto a = run(p, 600, 2, 2, 3);
+    CHECK(a.streamed_matrices == 0);
+    exec::Options o;
+    o.width = 600;
+    o.seeds = 2;
+    o.threads = 2;
+    o.seed = 3;
+    o.memory_limit = a.peak_bytes - 1;
+    auto b = exec::run(p, o);
+    CHECK(b.streamed_matrices >= 1);
+    CHECK(b.peak_bytes < a.peak_bytes);
+    REQUIRE(a.quantities.size() == b.quantities.size());
+    for (std::size_t q = 0; q < a.quantities.size(); ++q) CHECK(a.quantities[q].per_seed == b.quantities[q].per_seed);
+  }
+  // Lanczos (forced at n = 600 by dense_max) over the Jacobian's matrices, stored and streamed.
+  auto p = file("programs/spectra/tanh_jacobian.tp");
+  exec::SpectrumOptions so;
+  so.run.width = 600;
+  so.run.seeds = 1;
+  so.run.seed = 3;
+  so.dense_max = 100;
+  so.lanczos_steps = 20;
+  so.keep_eigenvalues = true;
+  auto a = exec::spectra(p, so);
+  so.run.memory_limit = exec::run(p, so.run).peak_bytes;  // the program alone fits; its spectrum's work does not
+  auto b = exec::spectra(p, so);
+  REQUIRE(a.spectra.size() == 1);
+  CHECK(a.spectra[0].method.rfind("lanczos", 0) == 0);
+  CHECK(a.spectra[0].values == b.spectra[0].values);
+  CHECK(a.spectra[0].weights == b.spectra[0].weights);
 }
 
 TEST_CASE("converge: verdicts and slopes on a program with a known limit") {
@@ -242,4 +292,68 @@ report d3 = tr(I @ X @ X.T)
     same("d1", "d3", 1);
     CHECK(std::abs(v["a1"][s] - 1) < 0.2);  // E (1/n) Tr W W^T = 1 at var 1
   }
+}
+
+TEST_CASE("Hutch++ traces: exact on a low-rank operator, and on a spiked one its error bar covers the exact trace") {
+  // Beyond OperatorEngine::kDenseMax a trace is Hutch++: the range of A S
+  // (16 sketch columns) traced exactly, Hutchinson on the rest. A rank-8
+  // operator lies wholly in that range, so its trace is exact to rounding,
+  // where plain Hutchinson would be off by ~1%. (1/r) Tr X^T X is exact (r = 8).
+  auto p = prog(R"(width r = 0.002 n
+matrix X[n, r] : gaussian(var=1)
+report a = tr(X @ X.T)
+report b = tr(X.T @ X)
+)");
+  auto r = run(p, 4200, 2, 1, 5);
+  for (int s = 0; s < 2; ++s) {
+    double a = r.quantities[0].per_seed[s], b = r.quantities[1].per_seed[s] * 8.0 / 4200.0;
+    CAPTURE(a);
+    CAPTURE(b);
+    CHECK(std::abs(a - b) <= 1e-11 * std::abs(b));
+  }
+
+  // A = M M^T, M = G / sqrt(n) + 30 (four orthonormal spikes): four eigenvalues
+  // near 900 dominate Hutchinson's variance, 2 (||A||_F^2 - sum a_ii^2) / d^2
+  // per probe; Hutch++ sketches them away. Each seed's sketch and probes are
+  // independent: every estimate must lie within 4.5 of its standard errors
+  // of the exact (1/n) ||M||_F^2, their mean square be about 1, and the
+  // standard error far below plain Hutchinson's with as many applications.
+  auto q = prog("matrix W : gaussian(var=1)\nreport t = tr(W @ W.T)\n");
+  int node = -1;
+  for (const auto& in : q.instrs)
+    if (in.op == ir::Op::Trace) node = in.op_node;
+  REQUIRE(node >= 0);
+  const std::int64_t n = 4200;
+  std::vector<double> g(n * n);
+  exec::normals(exec::stream_key(3, 0, 99), 0, 0, n * n, g.data());
+  Eigen::MatrixXd M = Eigen::Map<Eigen::MatrixXd>(g.data(), n, n) / std::sqrt(double(n));
+  Eigen::MatrixXd U = Eigen::HouseholderQR<Eigen::MatrixXd>(M.leftCols(4)).householderQ() * Eigen::MatrixXd::Identity(n, 4);
+  M += 30 * U * U.transpose();
+  const double exact = M.squaredNorm() / double(n);
+  Eigen::MatrixXd A = M * M.transpose();
+  const double plain_sd =
+      std::sqrt(2 * (A.squaredNorm() - A.diagonal().squaredNorm()) / double(n * n) /
+                (2 * exec::OperatorEngine::kSketch + exec::OperatorEngine::kProbes));
+  double z2 = 0;
+  const int seeds = 12;
+  for (int s = 0; s < seeds; ++s) {
+    exec::OperatorInputs in;
+    in.program = &q;
+    in.width = n;
+    in.base_seed = 17;
+    in.seed_index = std::uint64_t(s);
+    in.matrix = [&](ir::VarId) -> const Eigen::MatrixXd& { return M; };
+    exec::OperatorEngine ops(in);
+    exec::TraceEstimate t = ops.trace(node);
+    CAPTURE(s);
+    CAPTURE(t.value - exact);
+    CAPTURE(t.sem);
+    CHECK(t.matvecs == 2 * exec::OperatorEngine::kSketch + exec::OperatorEngine::kProbes);
+    REQUIRE(t.sem > 0);
+    CHECK(std::abs(t.value - exact) <= 4.5 * t.sem);
+    CHECK(t.sem < 0.2 * plain_sd);
+    z2 += (t.value - exact) * (t.value - exact) / (t.sem * t.sem) / seeds;
+  }
+  CHECK(z2 > 0.2);
+  CHECK(z2 < 3.0);
 }
