@@ -120,7 +120,8 @@ struct Leaf {
 // matrix W (or of W^T, a separate family). Families are independent.
 struct Family {
   std::string name;
-  ir::VarId matrix = -1;
+  ir::VarId matrix = -1;  // -1: initial vectors, or (with `applied`) operators applied to vectors
+  bool applied = false;   // the Zhat's of rotation-invariant operators with inv(...) applied to vectors
   bool transposed = false;
   double scale = 1;  // sigma_W^2, times n1/n2 for W^T (primer section 2)
   std::vector<int> leaves;
@@ -142,8 +143,8 @@ struct ZdotTerm {
 // The Z random variable of one vector of the program.
 struct ZVar {
   ir::VarId var = -1;
-  int zhat = -1;               // MatMul: its Zhat leaf
-  std::vector<ZdotTerm> zdot;  // MatMul: nonzero correction terms
+  int zhat = -1;               // MatMul, Apply: its Zhat leaf
+  std::vector<ZdotTerm> zdot;  // MatMul: nonzero correction terms; Apply: tr(T) Z^u (leaf: the Zhat, whose arg is u)
 };
 
 struct Quantity {

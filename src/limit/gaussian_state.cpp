@@ -115,6 +115,15 @@ int GaussianState::opposite_family(ir::VarId matrix, bool transposed) const {
   return it == matrix_family_.end() ? -1 : it->second;
 }
 
+int GaussianState::new_family(const std::string& name) {
+  Family F;
+  F.name = name;
+  F.applied = true;
+  fam_.push_back(F);
+  cov_.emplace_back();
+  return (int)fam_.size() - 1;
+}
+
 int GaussianState::new_zhat(const std::string& nm, int f, ir::VarId var, ir::VarId arg, const Eigen::VectorXd& row) {
   int k = (int)fam_[f].leaves.size();
   cov_[f].append(row);

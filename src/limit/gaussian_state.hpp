@@ -70,6 +70,9 @@ class GaussianState {
   // The family of all Zhat of W (or of W^T, a separate family): scale is
   // sigma_W^2, times n1/n2 for W^T.
   int matrix_family(ir::VarId matrix, bool transposed, double scale);
+  // A family of Zhat's that belongs to no matrix (rotation-invariant
+  // operators applied to vectors, zcalculus.cpp); rows come whole to new_zhat.
+  int new_family(const std::string& name);
   // The family of the products by W^T for W (and back), or -1 if none yet.
   int opposite_family(ir::VarId matrix, bool transposed) const;
   // A new leaf of family f whose covariance with the earlier leaves is `row`

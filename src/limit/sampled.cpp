@@ -39,6 +39,7 @@
 #include <sstream>
 #include <thread>
 
+#include "netsor/free_probability.hpp"
 #include "netsor/tape.hpp"
 #include "order.hpp"
 #include "zstate.hpp"
@@ -221,7 +222,8 @@ class Sampler {
         case Op::Moment: moment(in); break;
         case Op::Scalar: scalar(in); break;
         case Op::Width: width(in); break;
-        case Op::Apply: case Op::Trace: break;  // refused in compute()
+        case Op::Trace: trace(in); break;
+        case Op::Apply: break;  // refused in compute()
       }
       release((int)i);
       if (o_.progress && seconds_since(shown) > 0.25) {
@@ -586,6 +588,25 @@ class Sampler {
              "a division by a moment whose limit is 0?");
     s_.fluct[in.out] = e.value == 0 && !l.zero();
     set_scalar(in.out, std::move(v), e);
+  }
+
+  // tr(T) by the free-probability back end, as in the Z calculus. The sampler
+  // has no Z expressions, so only operators without diagonals of vectors, and
+  // with scale factors known exactly, are covered here.
+  void trace(const ir::Instr& in) {
+    ZView z;
+    z.subst = [&](VarId v) -> Expr {
+      if (p_.vars[v].kind != ir::VarKind::Scalar || !s_.scalar[v] || varies_[v] || std::abs(s_.order[v]) > kTol)
+        throw FreeRefusal{"the sampled evaluator has no exact form for '" + p_.vars[v].name + "'",
+                          "use --method quadrature for traces of operators built on program vectors or sampled scalars"};
+      return constant(s_.scalar[v]->value);
+    };
+    try {
+      Estimate e = free_trace(p_, in.op_node, z);
+      set_scalar(in.out, std::vector<double>(R_, e.value), e);
+    } catch (const FreeRefusal& r) {
+      refuse(in, "no limit for this trace: " + r.message, r.hint);
+    }
   }
 
   void width(const ir::Instr& in) {

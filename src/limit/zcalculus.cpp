@@ -12,13 +12,17 @@
 // the powers of n a program carries are the order analysis (order.cpp).
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "gaussian_state.hpp"
 #include "netsor/expr_walk.hpp"
 #include "netsor/free_probability.hpp"
 #include "netsor/limit.hpp"
+#include "netsor/operators.hpp"
 #include "order.hpp"
 #include "sampled.hpp"
 #include "zstate.hpp"
@@ -44,7 +48,7 @@ class ZCalculus {
         case Op::Scalar: compute_scalar(in); break;
         case Op::Width: compute_width(in); break;
         case Op::Trace: compute_trace(in); break;
-        case Op::Apply: break;  // refused in compute()
+        case Op::Apply: compute_apply(in); break;
       }
     }
     if (opt_.at_end && !opt_.perturb) opt_.at_end(view());
@@ -122,14 +126,21 @@ class ZCalculus {
     if (!std::isfinite(e.value) || !std::isfinite(e.abs_error))
       refuse(in, "the limit of '" + what + "' is not finite: its master-theorem expectation diverges",
              "the integrand is not integrable under the Gaussian law of its arguments; check the nonlinearity");
+    perturb(e);
+    return e;
+  }
+
+  // A numerical estimate that later rules build on: its error counts toward
+  // the perturbation pass, and a perturbed run (Propagation::Perturbation)
+  // moves it by its error, with a random sign.
+  void perturb(Estimate& e) {
     numeric_rel_error_ = std::max(numeric_rel_error_, e.abs_error / std::max(std::abs(e.value), 1e-300));
     last_shift_ = 0;
-    if (opt_.perturb) {  // the perturbed run (Propagation::Perturbation): move by the error, random sign
+    if (opt_.perturb) {
       std::uint64_t h = (opt_.perturb + 0x9E3779B97F4A7C15ULL * ++perturbed_) * 0xBF58476D1CE4E5B9ULL;
       last_shift_ = ((h >> 31) & 1 ? 1.0 : -1.0) * e.abs_error;
       e.value += last_shift_;
     }
-    return e;
   }
 
   // ---- MatMul: Z^{Wx} = Zhat^{Wx} + Zdot^{Wx} (primer section 2)
@@ -507,6 +518,113 @@ class ZCalculus {
     }
   }
 
+  // ---- Apply: an operator with inv(...) applied to a vector (products, sums
+  // and diag(...) applied to vectors are lowered to MatMul and Nonlin).
+  // compute() admits one only where its matrices enter no product of the
+  // program and it has no diagonal of vectors: then the joint law of all such
+  // operators is invariant under a Haar rotation of each width (X -> O_a X
+  // O_b^T for X from width b to a) and independent of the vectors they are
+  // applied to. For the operators T applied to vectors u of one width,
+  //   Z^{T u} = c_T Z^u + Zhat^{T u},   c_T = tr(T) if T maps a width to itself, else 0,
+  // the Zhat's jointly Gaussian, independent of every other leaf, with
+  //   Cov(Zhat^{T u}, Zhat^{T' u'}) = (tr(T T'^T) - c_T c_T') E[Z^u Z^u']
+  // for T, T' into the same width (0 otherwise): (1/d) (T u)^T (T' u') is a
+  // rotation-invariant quadratic form, u^T (T^T T') u' / d, of vectors
+  // independent of it, which concentrates at tr(T^T T') u^T u' / d; its
+  // fluctuations are Gaussian, as for a Gaussian matrix (the MatMul rule is
+  // the case T = W: c = 0, tr(W W^T) = sigma^2). The traces come from the
+  // free-probability back end (docs/free-probability.md).
+  struct Applied {
+    int family = -1;
+    std::vector<int> ops;      // per leaf of the family: its operator
+    std::vector<double> c;     // and c_T
+  };
+  std::map<std::tuple<int, int, int>, Applied> applied_;  // by (matrix group, input width, output width)
+  std::map<VarId, int> group_;                            // matrix -> its group (operators sharing matrices)
+
+  int matrix_group(int node) {
+    if (group_.empty()) {  // connected components of "appear in one applied operator"
+      std::map<VarId, VarId> up;
+      std::function<VarId(VarId)> root = [&](VarId m) { return up[m] == m ? m : up[m] = root(up[m]); };
+      for (const auto& in : p_.instrs)
+        if (in.op == Op::Apply) {
+          auto ms = ir::op_matrices(p_, in.op_node);
+          for (VarId m : ms) up.try_emplace(m, m);
+          for (VarId m : ms) up[root(m)] = root(ms[0]);
+        }
+      for (auto& [m, r] : up) group_[m] = root(m);
+    }
+    auto ms = ir::op_matrices(p_, node);
+    return ms.empty() ? -1 : group_.at(ms[0]);
+  }
+
+  Estimate trace_of(ir::Program& q, int node, const ir::Instr& in) {
+    try {
+      Estimate e = free_trace(q, node, view());
+      perturb(e);
+      return e;
+    } catch (const FreeRefusal& r) {
+      refuse(in, "no limit for this operator applied to a vector: it needs tr(" + ir::op_text(q, node) + "), and " +
+                     r.message, r.hint);
+    }
+  }
+
+  void compute_apply(const ir::Instr& in) {
+    const int T = in.op_node;
+    const ir::OpNode& n = p_.op_nodes[T];
+    const VarId u = in.arg;
+    s_.order[in.out] = s_.order[u];
+    const int group = matrix_group(T);
+    Applied& A = applied_[{group, n.cols.width, n.rows.width}];
+    if (A.family < 0) A.family = g_.new_family("applied[" + ir::op_text(p_, T) + "]");  // named by its first operator
+    // u must be independent of the group's operators: no Zhat of theirs in it.
+    for (int l : free_vars(z_of(u)))
+      for (const auto& [key, other] : applied_)
+        if (std::get<0>(key) == group && g_.leaf(l).family == other.family)
+          refuse(in, "the limit of " + ir::op_text(p_, T) + " applied to '" + name(u) +
+                         "' is not derived: '" + name(u) + "' is itself built from these matrices",
+                 "an inverse applied to a vector has a limit when the vector is independent of the operator's "
+                 "matrices; `netsor run` measures this one at finite width");
+    ir::Program q = p_;  // products T T'^T are new operator nodes
+    double worst = s_.rel[u];
+    std::set<std::string> methods;
+    auto take = [&](const Estimate& e) {
+      worst = std::max(worst, rel(e.abs_error, e.value, 1.0));
+      methods.insert(e.method);
+      return e.value;
+    };
+    const bool square = n.rows == n.cols;
+    const Estimate tr_T = square ? trace_of(q, T, in) : Estimate{0.0, 0.0, "exact (rectangular)", {}};
+    const double c = take(tr_T);
+    const int k = (int)A.ops.size();
+    Eigen::VectorXd factor(k + 1);
+    for (int j = 0; j <= k; ++j) {
+      int Tj = j < k ? A.ops[j] : T;
+      ir::OpError err;
+      int prod = ir::op_product(q, T, ir::op_transpose(q, Tj), &err);
+      if (prod < 0) throw std::logic_error("compute_apply: " + err.message);
+      factor(j) = take(trace_of(q, prod, in)) - c * (j < k ? A.c[j] : c);
+    }
+    Eigen::VectorXd row = zhat_row(in, A.family, worst);  // E[Z^u Z^{u_j}] (the family's scale is 1)
+    row.array() *= factor.array();
+    if (row(k) < 0) row(k) = 0;  // rounding of tr(T T^T) - tr(T)^2 for an operator that is nearly a multiple of I
+    int leaf = g_.new_zhat("Zhat[" + name(in.out) + "]", A.family, in.out, u, row);
+    A.ops.push_back(T);
+    A.c.push_back(c);
+    set_leaf_z(in.out, leaf);
+    ZVar zv{in.out, leaf, {}};
+    if (c != 0) {
+      zv.zdot.push_back({leaf, method_index(tr_T.method), c, tr_T.abs_error, c});
+      g_.add_to_affine(in.out, c, u);
+      s_.Z[in.out] = g_.affine(in.out).ok ? nullptr : add(var(leaf), mul(constant(c), z_of(u)));
+    }
+    s_.src[in.out].insert(s_.src[u].begin(), s_.src[u].end());
+    for (const auto& m : methods) note(in.out, m);
+    s_.rel[in.out] = worst;
+    g_.cache_mean(in.out);
+    zvars_.push_back(std::move(zv));
+  }
+
   void compute_width(const ir::Instr& in) {
     s_.scalar[in.out] = Estimate{p_.widths.at(in.member).ratio, 0.0, "exact (width)", {}};
     s_.order[in.out] = 1.0;
@@ -515,17 +633,54 @@ class ZCalculus {
 
 }  // namespace
 
-Result compute(const ir::Program& p, const Options& o) {
-  for (const auto& in : p.instrs)  // the one place that refuses an inverse applied to a vector
-    if (in.op == ir::Op::Apply) {
-      Diagnostic d;
-      d.loc = in.loc;
-      d.message = "the limit of an operator with inv(...) applied to a vector is not derived";
-      d.hint = "`netsor run` and `netsor spectrum` measure it at finite width; tr(...) of rational operators, and "
-               "products, sums and diag(...) applied to vectors (S @ v), have limits";
-      throw ProgramError(d);
+namespace {
+// An operator with inv(...) applied to a vector has a limit here when its law
+// is invariant under rotations and independent of the vector (compute_apply):
+// its matrices Gaussian, in no product of the program, and no diagonal of
+// program vectors inside it. The one place that refuses the others.
+void check_applied(const ir::Program& p) {
+  std::map<VarId, const ir::Instr*> product_of;
+  for (const auto& in : p.instrs)
+    if (in.op == Op::MatMul) product_of.try_emplace(in.matrix, &in);
+  for (const auto& in : p.instrs) {
+    if (in.op != Op::Apply) continue;
+    auto why = [&](const std::string& m, const std::string& hint) {
+      refuse(in, "the limit of " + ir::op_text(p, in.op_node) + " applied to a vector is not derived: " + m,
+             hint + "; `netsor run` and `netsor spectrum` measure it at finite width");
+    };
+    for (VarId m : ir::op_matrices(p, in.op_node)) {
+      if (p.matrix_of(m).dist != ir::MatrixDist::Gaussian)
+        why("'" + p.vars[m].name + "' is orthogonal", "the limit pass covers Gaussian matrices");
+      auto it = product_of.find(m);
+      if (it != product_of.end())
+        why("'" + p.vars[m].name + "' also multiplies a vector at line " + std::to_string(it->second->loc.line) +
+                ", so the operator is not independent of the vectors",
+            "an inverse applied to a vector has a limit when its matrices enter no other product");
     }
-  if (o.method == Method::Sampled || (o.method == Method::Auto && integral_dimension(p) > kAutoDimension))
+    std::function<void(int)> walk = [&](int node) {
+      const ir::OpNode& n = p.op_nodes[node];
+      if (n.kind == ir::OpKind::Diag)
+        for (int id : free_vars(n.entries))
+          if (p.vars[id].kind != ir::VarKind::Scalar)
+            why("diag(...) of the vector '" + p.vars[id].name + "' inside it breaks the rotation invariance the limit rests on",
+                "tr(...) of such operators has a limit (free probability)");
+      for (int a : n.args) walk(a);
+    };
+    walk(in.op_node);
+  }
+}
+}  // namespace
+
+Result compute(const ir::Program& p, const Options& o) {
+  check_applied(p);
+  const bool applied = std::any_of(p.instrs.begin(), p.instrs.end(), [](const ir::Instr& in) { return in.op == Op::Apply; });
+  if (applied && o.method == Method::Sampled)
+    for (const auto& in : p.instrs)
+      if (in.op == Op::Apply)
+        refuse(in, "the sampled evaluator does not derive an operator with inv(...) applied to a vector",
+               "use --method quadrature (or auto)");
+  if (o.method == Method::Sampled ||
+      (o.method == Method::Auto && !applied && integral_dimension(p) > kAutoDimension))
     return compute_sampled(p, o);
   if (o.propagation == Propagation::Bound || o.perturb) return ZCalculus(p, o).run();
   IntegralLog log;

@@ -1227,8 +1227,33 @@ class Lowerer {
     return apply_node(node, x, c);
   }
 
+  bool reads_vectors(int node) const {
+    const ir::OpNode& n = prog_.op_nodes[node];
+    if (n.kind == ir::OpKind::Diag)
+      for (int id : free_vars(n.entries))
+        if (prog_.vars[id].kind != VarKind::Scalar) return true;
+    return std::any_of(n.args.begin(), n.args.end(), [&](int a) { return reads_vectors(a); });
+  }
+
+  Value apply_inverse(int node, Value x, antlr4::ParserRuleContext* c) {
+    ir::Instr in;
+    in.op = ir::Op::Apply;
+    in.op_node = node;
+    in.arg = as_var(x, c);
+    VarId y = emit(in, "inv@" + prog_.vars[in.arg].name, VarKind::H, prog_.op_nodes[node].rows, loc_of(c), true);
+    x.expr = netsor::var(y);
+    x.dim = prog_.op_nodes[node].rows;
+    return x;
+  }
+
   Value apply_node(int node, Value x, antlr4::ParserRuleContext* c) {
     const ir::OpNode n = prog_.op_nodes[node];  // a copy: emitting may add nodes
+    // An operator with an inverse and no diagonal of program vectors applies
+    // whole, as one instruction: the limit pass derives X.T @ inv(X @ X.T +
+    // lam * I) @ u by rotation invariance, which splitting off a product by X.T
+    // (a MatMul on a vector built from X) would lose.
+    if (n.kind == ir::OpKind::Inverse || (ir::contains_inverse(prog_, node) && !reads_vectors(node)))
+      return apply_inverse(node, x, c);
     switch (n.kind) {
       case ir::OpKind::Matrix: return emit_matmul(n.matrix, n.transposed, x, c, c);
       case ir::OpKind::Identity: return x;
@@ -1249,15 +1274,7 @@ class Lowerer {
       case ir::OpKind::Product:
         for (auto it = n.args.rbegin(); it != n.args.rend(); ++it) x = apply_node(*it, x, c);
         return x;
-      case ir::OpKind::Inverse: {
-        ir::Instr in;
-        in.op = ir::Op::Apply;
-        in.op_node = node;
-        in.arg = as_var(x, c);
-        VarId y = emit(in, "inv@" + prog_.vars[in.arg].name, VarKind::H, n.rows, loc_of(c), true);
-        x.expr = netsor::var(y);
-        return x;
-      }
+      case ir::OpKind::Inverse: return apply_inverse(node, x, c);
     }
     return x;
   }

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 
 #include "harness.hpp"
 
@@ -98,13 +99,51 @@ TEST_CASE("spectrum --limit: Fuss-Catalan right edges for products of L = 1, 2, 
   }
 }
 
-TEST_CASE("netsor limit: ridge resolvent traces and a located refusal") {
-  // programs/spectra/ridge_resolvent.tp: gamma = 0.5, lam = 0.5,
-  // s = 2 (sqrt 2 - 1), t = sqrt 2; q applies inv(...) to a vector: refused.
-  auto r = run("limit programs/spectra/ridge_resolvent.tp");
-  CHECK(r.rc == 1);
-  CHECK(r.err.find("ridge_resolvent.tp:") != std::string::npos);
-  CHECK(r.err.find("inv(...) applied to a vector") != std::string::npos);
+TEST_CASE("netsor limit: resolvents applied to vectors, against closed forms") {
+  // programs/spectra/ridge_resolvent.tp, gamma = 0.5, lam2 = 1: references from
+  // tests/e2e/ridge_applied_refs.py (Marchenko-Pastur closed forms, and
+  // g = s E[sech^2(N(0, tr R^2))] by mpmath). At lam = 0.5, tr R^2 = tr R by
+  // coincidence; lam = 0.3 tells them apart.
+  const std::map<std::string, std::map<std::string, double>> refs = {
+      {"0.5", {{"s", 0.8284271247461901}, {"q", 0.8284271247461901}, {"r2", 0.8284271247461901},
+               {"g", 0.52992799410109539}, {"r3", 0.20710678118654752}, {"c12", 0.53374862387471965}}},
+      {"0.3", {{"s", 1.0451762418866815}, {"q", 1.0451762418866815}, {"r2", 1.4290950788190243},
+               {"g", 0.56494414039529613}, {"r3", 0.30822385912048712}, {"c12", 0.69089061296835892}}}};
+  for (const auto& [lam, ref] : refs) {
+    auto r = run("limit programs/spectra/ridge_resolvent.tp -D lam=" + lam + " --json");
+    REQUIRE(r.rc == 0);
+    json q = json::parse(r.out)["quantities"];
+    for (const auto& [name, v] : ref) {
+      INFO("lam = " << lam << ", " << name << " = " << q[name]["value"] << " ± " << q[name]["abs_error"] << ", reference " << v);
+      const double got = q[name]["value"].get<double>(), bar = q[name]["abs_error"].get<double>();
+      CHECK(std::abs(got - v) <= bar + 1e-15);  // the error bar covers the true error
+      CHECK(bar < 1e-9);
+    }
+  }
+}
+
+TEST_CASE("netsor limit: an inverse applied to a vector is refused where rotation invariance fails") {
+  const std::string head = "const lam = 0.5\nwidth m = 0.5 n\nmatrix X[m, n] : gaussian(var=1)\nvector u[m] : gaussian(var=1)\n"
+                           "vector x : gaussian(var=1)\noperator R = inv(X @ X.T + lam * I)\n";
+  const std::pair<const char*, const char*> cases[] = {
+      // X multiplies a vector elsewhere: the operator is not independent of the program's vectors.
+      {"y = R @ u\nh = X @ x\nreport a = avg(y * h)\n", "'X' also multiplies a vector at line 8"},
+      // the argument is built from the same matrices
+      {"y = R @ u\nz = R @ tanh(y)\nreport a = avg(z * u)\n", "is itself built from these matrices"},
+      // a diagonal of a program vector inside the inverse
+      {"v = tanh(u)\nw = inv(X @ X.T + diag(v * v) + lam * I) @ u\nreport a = avg(w * u)\n", "diag(...) of the vector 'v'"},
+  };
+  for (const auto& [body, message] : cases) {
+    fs::path p = write_program("applied.tp", head + body);
+    auto r = run("limit '" + p.string() + "'");
+    INFO(body);
+    expect_clean_error(r, message);
+    CHECK(r.err.find("applied.tp:") != std::string::npos);
+    CHECK(run("run '" + p.string() + "' --width 64 --seeds 1").rc == 0);  // finite width measures it
+  }
+}
+
+TEST_CASE("netsor limit: ridge resolvent traces") {
   fs::path p = write_program("ridge.tp",
                              "const lam = 0.5\nwidth m = 0.5 n\nmatrix X[m, n] : gaussian(var=1)\n"
                              "report s = tr(inv(X @ X.T + lam * I))\nreport t = tr(inv(X.T @ X + lam * I))\n");
@@ -119,6 +158,21 @@ TEST_CASE("netsor limit: ridge resolvent traces and a located refusal") {
   CHECK(d.out.find("self-adjoint pencil") != std::string::npos);
   CHECK(d.out.find("C[X] = ") != std::string::npos);
   CHECK(d.out.find("fixed point: G(Lambda) = E_Z[") != std::string::npos);
+  // The sampled evaluator gives the same traces (they need no samples), and
+  // refuses, located, a trace whose diagonal reads a program vector: it once
+  // printed 0 for it.
+  auto sampled = run("limit '" + p.string() + "' --method sampled --points 256 --json");
+  REQUIRE(sampled.rc == 0);
+  json qs = json::parse(sampled.out)["quantities"];
+  CHECK(std::abs(qs["s"]["value"].get<double>() - 2 * (std::sqrt(2.0) - 1)) < 1e-10);
+  auto diag = run("limit programs/spectra/resolvents.tp --method sampled --points 256");
+  expect_clean_error(diag, "no limit for this trace: the sampled evaluator has no exact form for 'x'");
+  CHECK(diag.err.find("resolvents.tp:25:12") != std::string::npos);
+  // derive shows the rule for a resolvent applied to a vector.
+  auto applied = run("derive programs/spectra/ridge_resolvent.tp");
+  REQUIRE(applied.rc == 0);
+  CHECK(applied.out.find("rotation-invariant operators T applied to vectors u") != std::string::npos);
+  CHECK(applied.out.find("c = tr(inv(X @ X.T + 0.5 * I)) = 0.828427124746") != std::string::npos);
 }
 
 TEST_CASE("netsor limit: programs/spectra/resolvents.tp against its closed forms") {

@@ -128,8 +128,13 @@ TEST_CASE("ridge resolvent: tr(inv(X @ X.T + lam I)) at n = 2048 within 3 s.e. o
   double a = gamma * lam, b = lam + 1 - gamma;
   double s = (-b + std::sqrt(b * b + 4 * a)) / (2 * a);
   double t = (1 - gamma) / lam + gamma * s;
+  // The resolvent applied to u (tests/e2e/ridge_applied_refs.py): tr R^2, and
+  // gamma (s - lam tr R^2) for X.T @ R @ u; two ridges (lam2 = 1) share tr(R R2).
+  double r2 = (gamma * s * s + s) / (2 * gamma * lam * s + lam + 1 - gamma);
+  double s2 = (-(1.0 + 1 - gamma) + std::sqrt((2 - gamma) * (2 - gamma) + 4 * gamma * 1.0)) / (2 * gamma * 1.0);
   json r = netsor_json("run programs/spectra/ridge_resolvent.tp --width 2048 --seeds " + std::to_string(kSeeds));
-  for (const auto& [name, expect] : std::map<std::string, double>{{"s", s}, {"t", t}, {"q", s}}) {
+  for (const auto& [name, expect] : std::map<std::string, double>{
+           {"s", s}, {"t", t}, {"q", s}, {"r2", r2}, {"r3", gamma * (s - lam * r2)}, {"c12", (s - s2) / (1.0 - lam)}}) {
     const json& q = r["quantities"][name];
     INFO(name << " = " << q["mean"].get<double>() << " +- " << q["sem"].get<double>() << ", MP " << expect);
     CHECK(std::abs(q["mean"].get<double>() - expect) <= 3 * q["sem"].get<double>());
