@@ -36,6 +36,10 @@ struct QuantityStats {
   double sd = 0;                  // standard deviation over seeds: the spread of a quantity that
                                   // converges in law (a readout n^{1/2} avg(v x): its sd^2 -> the NNGP)
   std::vector<double> per_seed;   // in seed order
+  // The standard error of the mean from the estimators inside each seed (a
+  // Hutch++ trace beyond n = 4096), 0 when every seed's value is exact; the
+  // sem over seeds already includes it, and one seed reports it as its sem.
+  double estimator_sem = 0;
 };
 
 struct RunResult {

@@ -446,6 +446,8 @@ class SeedRun {
       }
     std::vector<double> out;
     for (const auto& r : p_.reports) out.push_back(scal_[r.var]);
+    // Then each report's own estimator error (a Hutch++ trace's), 0 if exact.
+    for (const auto& r : p_.reports) out.push_back(trace_sem_.count(r.var) ? trace_sem_.at(r.var) : 0.0);
     return out;
   }
 
@@ -457,6 +459,7 @@ class SeedRun {
   int threads_;
   std::vector<Eigen::ArrayXd> vec_;
   std::vector<double> scal_;
+  std::map<VarId, double> trace_sem_;  // Hutch++ standard errors of this seed's traces
   std::vector<Eigen::MatrixXd> matd_;
   std::vector<Eigen::MatrixXf> matf_;
   std::vector<Eigen::MatrixXd> poold_;  // storage of matrices released at the last level
@@ -487,7 +490,11 @@ class SeedRun {
   void operator_instr(const ir::Instr& in) {
     OperatorEngine& ops = operators();
     ops.set_location(in.loc);
-    if (in.op == Op::Trace) scal_[in.out] = ops.trace(in.op_node).value;
+    if (in.op == Op::Trace) {
+      TraceEstimate t = ops.trace(in.op_node);
+      scal_[in.out] = t.value;
+      if (t.sem > 0) trace_sem_[in.out] = t.sem;
+    }
     else vec_[in.out] = ops.apply(in.op_node, vec_[in.arg].matrix()).col(0).array();
   }
 
@@ -784,14 +791,21 @@ RunResult run(const ir::Program& p, const Options& o) {
   for (std::size_t q = 0; q < p.reports.size(); ++q) {
     QuantityStats st;
     st.name = p.reports[q].name;
-    for (int sd = 0; sd < o.seeds; ++sd) st.per_seed.push_back(values[sd][q]);
+    const std::size_t nq = p.reports.size();
+    for (int sd = 0; sd < o.seeds; ++sd) {
+      st.per_seed.push_back(values[sd][q]);
+      st.estimator_sem += values[sd][nq + q] * values[sd][nq + q] / double(o.seeds) / double(o.seeds);
+    }
+    st.estimator_sem = std::sqrt(st.estimator_sem);
     double mean = 0;
     for (double v : st.per_seed) mean += v;
     mean /= o.seeds;
     double var = 0;
     for (double v : st.per_seed) var += (v - mean) * (v - mean);
     st.mean = mean;
-    st.sem = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1) / o.seeds) : 0.0;
+    // Over seeds the spread includes each seed's estimator noise; one seed has
+    // only its estimator's own standard error.
+    st.sem = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1) / o.seeds) : st.estimator_sem;
     st.sd = o.seeds > 1 ? std::sqrt(var / (o.seeds - 1)) : 0.0;
     res.quantities.push_back(st);
   }

@@ -623,6 +623,8 @@ class Engine {
       rN = (int)qr.rank();
       Q = qr.householderQ();
     }
+    // From 2 outer (nonlinear) dimensions on the split does not pay (below).
+    if (rN > 1) return "";
     int rP = r - rN;
     if (rP == 0) return "";
     MatrixXd R = in.L * Q.rightCols(rP);  // each atom's part in zeta
@@ -674,7 +676,6 @@ class Engine {
     // where the full-dimensional rules answer in a tenth of a second. Those
     // integrands keep the rules of their full dimension.
     bool kinked = any_node(F, [](const Expr& e) { return non_smooth_at_zero(e.get()); });
-    if (rN > 1) return "";
     double most = rN == 0 ? double(1 << 22) : kinked ? double(1 << 8) : double(1 << 12);
     if (most_order > 40 || M > most || M * m > double(1 << 24)) return "";
     // The product rule over the groups' subspaces, as each atom's shift.

@@ -312,6 +312,25 @@ report b = tr(X.T @ X)
     CHECK(std::abs(a - b) <= 1e-11 * std::abs(b));
   }
 
+  // One seed's Hutch++ trace carries its own standard error as the report's
+  // sem: (1/n) Tr X X^T (n = 4200, Hutch++) against (r/n) (1/r) Tr X^T X
+  // (r = 2100, exact), for three seeds run alone.
+  auto h = prog(R"(width r = 0.5 n
+matrix X[n, r] : gaussian(var=1)
+report a = tr(X @ X.T)
+report b = tr(X.T @ X)
+)");
+  for (std::uint64_t seed : {1, 2, 3}) {
+    auto one = run(h, 4200, 1, 1, seed);
+    const auto &a = one.quantities[0], &b = one.quantities[1];
+    CAPTURE(a.mean - 0.5 * b.mean);
+    CAPTURE(a.sem);
+    CHECK(b.sem == 0);
+    REQUIRE(a.sem > 0);
+    CHECK(a.sem == a.estimator_sem);
+    CHECK(std::abs(a.mean - 0.5 * b.mean) <= 4.5 * a.sem);
+  }
+
   // A = M M^T, M = G / sqrt(n) + 30 (four orthonormal spikes): four eigenvalues
   // near 900 dominate Hutchinson's variance, 2 (||A||_F^2 - sum a_ii^2) / d^2
   // per probe; Hutch++ sketches them away. Each seed's sketch and probes are
