@@ -1115,6 +1115,25 @@ class Lowerer {
     const Dim out = transposed ? prog_.vars[m].cols : prog_.vars[m].rows;
     const std::string wname = prog_.vars[m].name + (transposed ? ".T" : "");
     VarId arg = as_var(x, arg_at);
+    // X.T @ (R @ u) with R = inv(... X ...) applied to u: one operator,
+    // X.T @ R, applied to u, so that the limit pass sees the whole of it
+    // (a product by X of a vector built from X has no rule of its own).
+    const int def = prog_.vars[arg].def;
+    if (def >= 0 && prog_.instrs[def].op == ir::Op::Apply) {
+      const ir::Instr applied = prog_.instrs[def];  // a copy: emitting adds instructions
+      auto ms = ir::op_matrices(prog_, applied.op_node);
+      if (std::find(ms.begin(), ms.end(), m) != ms.end()) {
+        ir::OpError err;
+        int node = ir::op_product(prog_, ir::op_matrix(prog_, m, transposed), applied.op_node, &err);
+        if (node >= 0) {
+          Value u;
+          u.kind = Value::Vector;
+          u.expr = netsor::var(applied.arg);
+          u.dim = prog_.op_nodes[applied.op_node].cols;
+          return apply_inverse(node, u, c);
+        }
+      }
+    }
     ir::Instr instr;
     instr.op = ir::Op::MatMul;
     instr.matrix = m;

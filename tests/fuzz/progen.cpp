@@ -28,6 +28,7 @@ constexpr std::array<const char*, 12> kNonlin = {"tanh", "relu", "erf",  "sin", 
                                                  "softplus", "abs", "step", "tanh'", "cos",  "phi"};
 constexpr std::array<const char*, 5> kVariance = {"0.5", "1", "1.5", "2", "0.8"};
 constexpr std::array<const char*, 5> kCoef = {"0.5", "2", "-1", "0.3", "1.5"};
+constexpr std::array<const char*, 3> kRidge = {"0.5", "1", "2"};
 
 struct Vec {
   std::string name;
@@ -142,22 +143,41 @@ class Generator {
   }
 
   // Symmetric operators built from the matrices: X @ X.T, X.T @ diag(f(v)) @ X,
-  // a symmetrized square matrix plus a multiple of I. One may go to `spectrum`.
+  // a symmetrized square matrix plus a multiple of I, and resolvents of the
+  // first and the last (their limits applied to vectors need rotation
+  // invariance: the limit refuses them where the matrix also multiplies a
+  // vector). One may go to `spectrum`.
   void operators() {
     int count = 1 + r_.below(2);
     for (int i = 0; i < count; ++i) {
       const Mat& m = mats_[r_.below(static_cast<int>(mats_.size()))];
-      Operator op{fresh("S"), m.rows};
+      int form = r_.below(5);
+      if ((form == 2 || form == 4) && m.rows != m.cols) form = form == 2 ? 0 : 3;
+      // A resolvent mostly gets a matrix of its own, which no product uses:
+      // its limit applied to a vector is then derived, not refused.
+      std::string x = m.name;
+      int rows = m.rows, cols = m.cols;
+      if (form >= 3 && r_.chance(0.7)) {
+        x = fresh("Q");
+        if (form == 3 && has_m_ && r_.chance(0.5)) cols = 1 - rows;  // rectangular: ratio 0.5 or 2
+        else cols = rows;
+        out_ << "matrix " << x;
+        if (rows || cols) out_ << "[" << (rows ? "m" : "n") << ", " << (cols ? "m" : "n") << "]";
+        out_ << " : gaussian(var=" << r_.pick(kVariance) << ")\n";
+      }
+      Operator op{fresh("S"), rows};
       out_ << "operator " << op.name << " = ";
-      int form = r_.below(3);
-      if (form == 2 && m.rows != m.cols) form = 0;
       if (form == 0) {
-        out_ << m.name << " @ " << m.name << ".T";
+        out_ << x << " @ " << x << ".T";
       } else if (form == 1) {
-        op.dim = m.cols;
-        out_ << m.name << ".T @ diag(" << r_.pick(kNonlin) << "(" << vec_of(m.rows).name << ")) @ " << m.name;
-      } else {
-        out_ << "0.5 * (" << m.name << " + " << m.name << ".T) + " << r_.pick(kCoef) << " * I";
+        op.dim = cols;
+        out_ << x << ".T @ diag(" << r_.pick(kNonlin) << "(" << vec_of(rows).name << ")) @ " << x;
+      } else if (form == 2) {
+        out_ << "0.5 * (" << x << " + " << x << ".T) + " << r_.pick(kCoef) << " * I";
+      } else if (form == 3) {  // a ridge resolvent: positive definite for lam > 0
+        out_ << "inv(" << x << " @ " << x << ".T + " << r_.pick(kRidge) << " * I)";
+      } else {  // the semicircle of (W + W.T) / 2 lies within [-2, 2] for var <= 2
+        out_ << "inv(0.5 * (" << x << " + " << x << ".T) + 3 * I)";
       }
       out_ << "\n";
       if (r_.chance(0.3)) out_ << "spectrum " << op.name << "\n";
