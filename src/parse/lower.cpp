@@ -1246,6 +1246,11 @@ class Lowerer {
     return apply_node(node, x, c);
   }
 
+  bool shares_matrix(int a, int b) const {
+    auto ma = ir::op_matrices(prog_, a), mb = ir::op_matrices(prog_, b);
+    return std::any_of(ma.begin(), ma.end(), [&](VarId m) { return std::find(mb.begin(), mb.end(), m) != mb.end(); });
+  }
+
   bool reads_vectors(int node) const {
     const ir::OpNode& n = prog_.op_nodes[node];
     if (n.kind == ir::OpKind::Diag)
@@ -1259,6 +1264,19 @@ class Lowerer {
     in.op = ir::Op::Apply;
     in.op_node = node;
     in.arg = as_var(x, c);
+    // T @ (T0 @ u) with T0 applied whole and sharing a matrix with T: (T @ T0) @ u,
+    // one operator (the limit of T applied to a vector built from its own
+    // matrices has no rule of its own).
+    const int def = prog_.vars[in.arg].def;
+    if (def >= 0 && prog_.instrs[def].op == ir::Op::Apply && shares_matrix(node, prog_.instrs[def].op_node)) {
+      const ir::Instr inner = prog_.instrs[def];  // a copy: emitting adds instructions
+      ir::OpError err;
+      int fused = ir::op_product(prog_, node, inner.op_node, &err);
+      if (fused >= 0) {
+        in.op_node = node = fused;
+        in.arg = inner.arg;
+      }
+    }
     VarId y = emit(in, "inv@" + prog_.vars[in.arg].name, VarKind::H, prog_.op_nodes[node].rows, loc_of(c), true);
     x.expr = netsor::var(y);
     x.dim = prog_.op_nodes[node].rows;

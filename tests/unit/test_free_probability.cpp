@@ -143,4 +143,18 @@ TEST_CASE("free probability: an inverse applied to an independent vector (rotati
   const double s = (std::sqrt(5.0) - 1) / 2;
   CHECK(std::abs(L["q"].value - s) <= L["q"].abs_error + 1e-14);
   CHECK(L["q"].abs_error < 1e-9);
+
+  // A resolvent applied to a resolvent's output is one operator, R2 R1, applied
+  // to v (lowered so). Ratio 1: lam s^2 + lam s - 1 = 0, tr R^2 = -s'(lam) =
+  // (s^2 + s) / (lam (2 s + 1)), and R1 R2 = (R1 - R2) / (lam2 - lam1), so
+  // tr(R2 R1) = s1 - s2 and tr((R2 R1)^2) = tr R1^2 - 2 (s1 - s2) + tr R2^2.
+  auto M = limits_of("matrix W : gaussian(var=1)\nvector v : gaussian(var=1)\n"
+                     "z = inv(W @ W.T + 2 * I) @ (inv(W @ W.T + I) @ v)\n"
+                     "report a = avg(v * z)\nreport b = avg(z * z)\n");
+  auto s_of = [](double lam) { return (-lam + std::sqrt(lam * lam + 4 * lam)) / (2 * lam); };
+  auto tr2 = [&](double lam) { double x = s_of(lam); return (x * x + x) / (lam * (2 * x + 1)); };
+  const double a = s_of(1) - s_of(2), b = tr2(1) - 2 * a + tr2(2);
+  CHECK(std::abs(M["a"].value - a) <= M["a"].abs_error + 1e-14);
+  CHECK(std::abs(M["b"].value - b) <= M["b"].abs_error + 1e-14);
+  CHECK(M["b"].abs_error < 1e-9);
 }
