@@ -48,7 +48,7 @@ struct RunResult {
   std::vector<QuantityStats> quantities;  // the program's reports, in order
   std::size_t peak_bytes = 0;             // per concurrently running seed
   int concurrent = 1;
-  int streamed_matrices = 0;              // operators' matrices generated at every application (memory)
+  int streamed_matrices = 0;              // Gaussian matrices generated again at every use to fit in memory
 };
 
 // Peak memory of one seed at this width (matrices live from first to last use,

@@ -18,14 +18,14 @@
 #include "netsor/tape.hpp"
 #include "blas.hpp"
 #include "random.hpp"
+#include "schedule.hpp"  // kPanel: a streamed matrix's columns generated at once
 
 namespace netsor::exec {
 
 namespace {
 
-constexpr int kPanel = 256;             // identity columns per application when forming or tracing
+constexpr int kIdentityPanel = 256;     // identity columns per application when forming or tracing
 constexpr int kBlasColumns = 16;        // blocks this wide multiply through BLAS
-constexpr int kStreamPanel = 512;       // columns of a streamed matrix generated at once (executor.cpp)
 constexpr double kResidualTol = 1e-8;   // relative residual an inverse must reach
 constexpr std::uint64_t kProbeObject = 0x50524F4245ull;  // "PROBE": the trace's sketch and probes' stream
 
@@ -262,7 +262,7 @@ TraceEstimate OperatorEngine::trace(int node) {
   TraceEstimate t;
   if (d <= kDenseMax) {
     double sum = 0;
-    for (std::int64_t c0 = 0; c0 < d; c0 += kPanel) sum += panel_trace(node, c0, std::min<std::int64_t>(kPanel, d - c0));
+    for (std::int64_t c0 = 0; c0 < d; c0 += kIdentityPanel) sum += panel_trace(node, c0, std::min<std::int64_t>(kIdentityPanel, d - c0));
     t.value = sum / double(d);
     return t;
   }
@@ -324,10 +324,10 @@ std::size_t operator_workspace(const ir::Program& p, int node, std::int64_t widt
   for (ir::VarId m : ir::op_matrices(p, node))
     if (streamed.count(m))
       panel = std::max(panel, double(dim_size(p, p.vars[m].rows, width)) *
-                                  double(std::min<std::int64_t>(kStreamPanel, dim_size(p, p.vars[m].cols, width))) * 8);
+                                  double(std::min<std::int64_t>(kPanel, dim_size(p, p.vars[m].cols, width))) * 8);
   // Blocks of identity columns (exact traces) or sketch and probes (Hutch++),
   // each with its image, and a product's intermediate block.
-  const double block = std::max<double>(kPanel, 2 * OperatorEngine::kSketch + OperatorEngine::kProbes);
+  const double block = std::max<double>(kIdentityPanel, 2 * OperatorEngine::kSketch + OperatorEngine::kProbes);
   return std::size_t(bytes + panel + double(d) * block * 8 * 3);
 }
 
